@@ -68,7 +68,9 @@ def read_checkpoint_spec(path: str | Path) -> dict:
     return json.loads(meta.get("unlearn_spec", "{}"))
 
 
-def load_model(model: torch.nn.Module, path: str | Path, spec: dict | None = None) -> torch.nn.Module:
+def load_model(
+    model: torch.nn.Module, path: str | Path, spec: dict | None = None
+) -> torch.nn.Module:
     """Load weights from ``path`` into ``model`` after checking they belong to it.
 
     Raises :class:`CheckpointMismatchError` when the stored spec differs from

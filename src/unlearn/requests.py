@@ -64,7 +64,9 @@ class SampleRequest(ForgetRequest):
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.indices is None):
-            raise InvalidRequestError("a sample request needs exactly one of 'fraction' or 'indices'")
+            raise InvalidRequestError(
+                "a sample request needs exactly one of 'fraction' or 'indices'"
+            )
         if self.fraction is not None:
             f = self.fraction
             if isinstance(f, bool) or not isinstance(f, int | float) or not 0.0 < float(f) < 1.0:

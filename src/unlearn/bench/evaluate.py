@@ -21,8 +21,14 @@ class Evaluator:
     unseen samples of the same classes.
     """
 
-    def __init__(self, task: ClassifierTask, split: Split, test: ArrayData, request: ForgetRequest,
-                 seed: int = 0):
+    def __init__(
+        self,
+        task: ClassifierTask,
+        split: Split,
+        test: ArrayData,
+        request: ForgetRequest,
+        seed: int = 0,
+    ):
         self.task, self.split, self.seed = task, split, seed
         self.forget, self.retain = split.forget, split.retain
         self.test_all = test
@@ -43,13 +49,20 @@ class Evaluator:
             out["test_forget"] = self.task.logits(model, self.test_forget)
         return out
 
-    def score(self, model: nn.Module, oracle_preds: dict[str, torch.Tensor] | None = None,
-              oracle_metrics: dict[str, float] | None = None) -> tuple[dict, dict]:
+    def score(
+        self,
+        model: nn.Module,
+        oracle_preds: dict[str, torch.Tensor] | None = None,
+        oracle_metrics: dict[str, float] | None = None,
+    ) -> tuple[dict, dict]:
         """Return (metrics, predictions) for ``model``."""
         logits = self.predictions(model)
         probs = {k: torch.softmax(v, 1).numpy() for k, v in logits.items()}
-        y = {"forget": self.forget.targets(), "retain": self.retain.targets(),
-             "test": self.test.targets()}
+        y = {
+            "forget": self.forget.targets(),
+            "retain": self.retain.targets(),
+            "test": self.test.targets(),
+        }
         m: dict[str, float] = {
             "forget_acc": accuracy(probs["forget"], y["forget"]),
             "retain_acc": accuracy(probs["retain"], y["retain"]),
@@ -57,10 +70,17 @@ class Evaluator:
         }
         m["unlearn_acc"] = 100.0 - m["forget_acc"]
         m["mia_efficacy"] = mia_efficacy(
-            probs["retain"], y["retain"], probs["test"], y["test"], probs["forget"], y["forget"],
+            probs["retain"],
+            y["retain"],
+            probs["test"],
+            y["test"],
+            probs["forget"],
+            y["forget"],
             seed=self.seed,
         )
-        f_loss = torch.nn.functional.cross_entropy(logits["forget"], self.forget.y, reduction="none")
+        f_loss = torch.nn.functional.cross_entropy(
+            logits["forget"], self.forget.y, reduction="none"
+        )
         if "test_forget" in logits:
             ref, ref_y = logits["test_forget"], self.test_forget.y
             m["test_forget_acc"] = accuracy(probs["test_forget"], self.test_forget.targets())

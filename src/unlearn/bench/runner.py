@@ -49,10 +49,81 @@ def summarise(rows: list[dict]) -> list[dict]:
         mine = [r["metrics"] for r in rows if r["method"] == name]
         keys = [k for k in mine[0] if all(k in m for m in mine)]
         mean = {k: float(np.mean([m[k] for m in mine])) for k in keys}
-        std = {k: float(np.std([m[k] for m in mine], ddof=1)) if len(mine) > 1 else 0.0
-               for k in keys}
+        std = {
+            k: float(np.std([m[k] for m in mine], ddof=1)) if len(mine) > 1 else 0.0 for k in keys
+        }
         out.append({"method": name, "n_seeds": len(mine), "mean": mean, "std": std})
     return out
+
+
+def _run_seed(scenario, seed, train, test, spec, task, methods, tick) -> list[dict]:
+    """The reference rows and every method's row for one seed."""
+    request = scenario.request(seed)
+    split = split_request(train, request)
+
+    def factory(s: int):
+        return build_model(spec, seed=s)
+
+    original = factory(seed).to(task.device)
+    with PeakMemory(task.device) as mem:
+        t0 = time.perf_counter()
+        if scenario.checkpoint:
+            load_model(original, scenario.checkpoint, spec)
+            steps = 0
+        else:
+            steps = task.fit(original, train, scenario.train, seed)
+        orig_seconds = time.perf_counter() - t0
+    tick(f"seed {seed}: original trained ({orig_seconds:.1f}s)")
+
+    def context(run_seed: int) -> UnlearnContext:
+        return UnlearnContext(
+            task=task,
+            split=split,
+            request=request,
+            original=original,
+            seed=run_seed,
+            recipe=scenario.train,
+            model_factory=factory,
+        )
+
+    ctx = context(seed)
+    ev = Evaluator(task, split, test, request, seed=seed)
+    oracle, o_rec = get_method("retrain").run(original, ctx)
+    o_metrics, o_preds = ev.score(oracle)
+    o_metrics.update(
+        seconds=o_rec.seconds,
+        peak_mem_mb=o_rec.peak_mem_mb,
+        steps=float(o_rec.steps),
+        time_vs_oracle=1.0,
+    )
+    tick(f"seed {seed}: oracle retrained ({o_rec.seconds:.1f}s)")
+    rows = [{"method": "retrain", "seed": seed, "metrics": o_metrics, "record": o_rec.to_dict()}]
+
+    def record(label, model, seconds, peak, steps, extra=None) -> dict:
+        m, _ = ev.score(model, o_preds, o_metrics)
+        m.update(
+            seconds=seconds,
+            peak_mem_mb=peak,
+            steps=float(steps),
+            time_vs_oracle=seconds / o_rec.seconds,
+        )
+        row = {"method": label, "seed": seed, "metrics": m}
+        if extra:
+            row["record"] = extra
+        rows.append(row)
+        return m
+
+    gap0 = record("original", original, orig_seconds, mem.peak_mb, steps)["avg_gap"]
+    noise, n_rec = get_method("retrain").run(original, context(seed + scenario.noise_seed_offset))
+    m = record("oracle_noise", noise, n_rec.seconds, n_rec.peak_mem_mb, n_rec.steps)
+    tick(f"seed {seed}: oracle noise floor {m['avg_gap']:.2f} (original {gap0:.2f})")
+    for label, method in methods:
+        model, rec = method.run(original, ctx)
+        m = record(label, model, rec.seconds, rec.peak_mem_mb, rec.steps, rec.to_dict())
+        tick(f"seed {seed}: {label} avg_gap {m['avg_gap']:.2f} in {rec.seconds:.2f}s")
+    # keep the documented order: original, retrain, oracle_noise, methods
+    rows.insert(0, rows.pop(1))
+    return rows
 
 
 def _model_spec(scenario: Scenario, train) -> dict:
@@ -93,53 +164,7 @@ def run_scenario(
         say(f"[{done}/{total}] {msg}")
 
     for seed in scenario.seeds:
-        request = scenario.request(seed)
-        split = split_request(train, request)
-        factory = lambda s: build_model(spec, seed=s)  # noqa: E731
-        original = factory(seed).to(task.device)
-        with PeakMemory(task.device) as mem:
-            t0 = time.perf_counter()
-            if scenario.checkpoint:
-                load_model(original, scenario.checkpoint, spec)
-                steps = 0
-            else:
-                steps = task.fit(original, train, scenario.train, seed)
-            orig_seconds = time.perf_counter() - t0
-        ev = Evaluator(task, split, test, request, seed=seed)
-        ctx = UnlearnContext(task=task, split=split, request=request, original=original,
-                             seed=seed, recipe=scenario.train, model_factory=factory)
-        tick(f"seed {seed}: original trained ({orig_seconds:.1f}s)")
-
-        oracle, o_rec = get_method("retrain").run(original, ctx)
-        o_metrics, o_preds = ev.score(oracle)
-        o_metrics.update(seconds=o_rec.seconds, peak_mem_mb=o_rec.peak_mem_mb,
-                         steps=float(o_rec.steps), time_vs_oracle=1.0)
-        tick(f"seed {seed}: oracle retrained ({o_rec.seconds:.1f}s)")
-
-        def record(label, model, seconds, peak, steps, extra=None):
-            m, _ = ev.score(model, o_preds, o_metrics)
-            m.update(seconds=seconds, peak_mem_mb=peak, steps=float(steps),
-                     time_vs_oracle=seconds / o_rec.seconds)
-            row = {"method": label, "seed": seed, "metrics": m}
-            if extra:
-                row["record"] = extra
-            rows.append(row)
-            return m
-
-        m = record("original", original, orig_seconds, mem.peak_mb, steps)
-        m_orig_gap = m["avg_gap"]
-        rows.append({"method": "retrain", "seed": seed, "metrics": o_metrics,
-                     "record": o_rec.to_dict()})
-        noise_ctx = UnlearnContext(task=task, split=split, request=request, original=original,
-                                   seed=seed + scenario.noise_seed_offset, recipe=scenario.train,
-                                   model_factory=factory)
-        noise, n_rec = get_method("retrain").run(original, noise_ctx)
-        m = record("oracle_noise", noise, n_rec.seconds, n_rec.peak_mem_mb, n_rec.steps)
-        tick(f"seed {seed}: oracle noise floor {m['avg_gap']:.2f} (original {m_orig_gap:.2f})")
-        for label, method in methods:
-            model, rec = method.run(original, ctx)
-            m = record(label, model, rec.seconds, rec.peak_mem_mb, rec.steps, rec.to_dict())
-            tick(f"seed {seed}: {label} avg_gap {m['avg_gap']:.2f} in {rec.seconds:.2f}s")
+        rows += _run_seed(scenario, seed, train, test, spec, task, methods, tick)
 
     return {
         "scenario": scenario.raw,
@@ -147,12 +172,13 @@ def run_scenario(
         "request": scenario.request(scenario.seeds[0]).describe(),
         "model_spec": spec,
         "train_recipe": scenario.train.to_dict(),
-        "methods": {e.label: {"method": e.name, "config": dict(m.config.__dict__)}
-                    for e, (_, m) in zip(scenario.methods, methods, strict=True)},
+        "methods": {
+            e.label: {"method": e.name, "config": dict(m.config.__dict__)}
+            for e, (_, m) in zip(scenario.methods, methods, strict=True)
+        },
         "seeds": scenario.seeds,
         "versions": _versions(),
         "total_seconds": time.perf_counter() - t_start,
         "rows": rows,
         "summary": summarise(rows),
     }
-

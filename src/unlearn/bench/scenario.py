@@ -30,8 +30,19 @@ from ..tasks.classifier import TrainRecipe
 
 __all__ = ["Scenario", "MethodEntry", "load_scenario", "DEFAULT_SCENARIO"]
 
-_KEYS = {"name", "data", "model", "checkpoint", "train", "forget", "methods", "seeds", "device",
-         "noise_seed_offset", "description"}
+_KEYS = {
+    "name",
+    "data",
+    "model",
+    "checkpoint",
+    "train",
+    "forget",
+    "methods",
+    "seeds",
+    "device",
+    "noise_seed_offset",
+    "description",
+}
 REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "mnist1d-random10.yaml"
@@ -95,8 +106,11 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int):
         seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise _fail(source, "'seeds' must be a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
         raise _fail(source, "'seeds' contains duplicates")

@@ -35,7 +35,9 @@ def load_mnist1d(
         np.random.set_state(state)
     classes = tuple(str(i) for i in range(10))
     train = ArrayData(d["x"][:, None, :].astype(np.float32), d["y"], classes, "mnist1d-train")
-    test = ArrayData(d["x_test"][:, None, :].astype(np.float32), d["y_test"], classes, "mnist1d-test")
+    test = ArrayData(
+        d["x_test"][:, None, :].astype(np.float32), d["y_test"], classes, "mnist1d-test"
+    )
     return train, test
 
 

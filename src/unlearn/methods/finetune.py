@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Method, MethodConfig, forever, register
 from ._common import run_steps
+from .base import Method, MethodConfig, forever, register
 
 
 @dataclass(frozen=True)

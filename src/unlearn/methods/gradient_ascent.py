@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Method, MethodConfig, forever, register
 from ._common import run_steps
+from .base import Method, MethodConfig, forever, register
 
 
 @dataclass(frozen=True)

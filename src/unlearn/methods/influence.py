@@ -39,7 +39,9 @@ class Influence(Method):
         gf_parts = []
         for s in range(0, len(forget), 512):
             g = flatten(
-                per_sample_grads(model, forget.x[s : s + 512].to(dev), forget.y[s : s + 512].to(dev))
+                per_sample_grads(
+                    model, forget.x[s : s + 512].to(dev), forget.y[s : s + 512].to(dev)
+                )
             )
             gf_parts.append(g.sum(0))
         gf = torch.stack(gf_parts).sum(0) / len(forget)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..requests import ClassRequest
-from .base import Method, MethodConfig, forever, register
 from ._common import random_other_labels, run_steps
+from .base import Method, MethodConfig, forever, register
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ class SalUn(RandomLabels):
             xb, yb = forget.x[start : start + 512], forget.y[start : start + 512]
             loss = ctx.task.loss(model, xb, yb, reduction="sum") / len(forget)
             loss.backward()
-        grads = {n: p.grad.detach().abs() for n, p in model.named_parameters() if p.grad is not None}
+        grads = {
+            n: p.grad.detach().abs() for n, p in model.named_parameters() if p.grad is not None
+        }
         model.zero_grad(set_to_none=True)
         flat = torch.cat([g.flatten() for g in grads.values()])
         k = max(1, int(round(ratio * flat.numel())))

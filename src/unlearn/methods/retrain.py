@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Method, MethodConfig, register
 from ._common import reinitialise
+from .base import Method, MethodConfig, register
 
 
 @dataclass(frozen=True)

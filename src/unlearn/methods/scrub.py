@@ -88,4 +88,3 @@ class Scrub(Method):
                 steps += 1
         model.eval()
         return steps
-

@@ -67,8 +67,11 @@ def mia_efficacy(
     """
     from sklearn.svm import SVC
 
-    pr, pt, pf = (_probs(retain_probs, "retain_probs"), _probs(test_probs, "test_probs"),
-                  _probs(forget_probs, "forget_probs"))
+    pr, pt, pf = (
+        _probs(retain_probs, "retain_probs"),
+        _probs(test_probs, "test_probs"),
+        _probs(forget_probs, "forget_probs"),
+    )
     yr = _labels(retain_labels, len(pr), "retain_labels")
     yt = _labels(test_labels, len(pt), "test_labels")
     yf = _labels(forget_labels, len(pf), "forget_labels")

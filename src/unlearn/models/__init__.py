@@ -65,7 +65,9 @@ class SmallCNN(nn.Module):
         if min(spatial) < 1:
             raise UnlearnError(f"input {tuple(input_shape)} is too small for the small CNN")
         flat = 2 * width * math.prod(spatial)
-        self.head = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -125,7 +127,8 @@ def _mlp(input_shape, num_classes, hidden=(256,)):
 def _cnn(input_shape, num_classes, width=16, hidden=64):
     if len(input_shape) not in (2, 3):
         raise UnlearnError(
-            f"the CNN takes (channels, length) or (channels, height, width) inputs, got {input_shape}"
+            "the CNN takes (channels, length) or (channels, height, width) inputs, "
+            f"got {input_shape}"
         )
     return SmallCNN(tuple(input_shape), num_classes, width, hidden, dim=len(input_shape) - 1)
 

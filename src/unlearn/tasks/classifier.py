@@ -70,7 +70,9 @@ class ClassifierTask:
 
     family = "classifier"
 
-    def __init__(self, num_classes: int, device: str | torch.device = "cpu", eval_batch: int = 1024):
+    def __init__(
+        self, num_classes: int, device: str | torch.device = "cpu", eval_batch: int = 1024
+    ):
         if num_classes < 2:
             raise UnlearnError("a classifier needs at least two classes")
         self.num_classes = int(num_classes)

@@ -1,0 +1,16 @@
+"""Benchmarks: scenario files, the runner, result tables and reports."""
+
+from .report import markdown_table, write_outputs
+from .runner import run_scenario, summarise
+from .scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
+
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "Scenario",
+    "load_scenario",
+    "markdown_table",
+    "parse_scenario",
+    "run_scenario",
+    "summarise",
+    "write_outputs",
+]

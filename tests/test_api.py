@@ -1,0 +1,55 @@
+import torch
+
+import unlearn
+from unlearn.errors import UnlearnError
+
+from .conftest import weights
+
+
+def test_readme_example(digits_small, trained_tiny):
+    train, test = digits_small
+    model = trained_tiny
+    request = unlearn.SampleRequest(fraction=0.1, seed=0)
+    new_model, record = unlearn.unlearn(
+        "neggrad_plus",
+        model,
+        (train.x, train.y),
+        request,
+        seed=0,
+        config={"optimizer": "adam", "lr": 1e-3, "epochs": 1},
+    )
+    assert record.method == "neggrad_plus" and record.steps > 0
+    assert not torch.equal(weights(new_model), weights(model))
+
+
+def test_api_accepts_a_torch_dataset_and_retrains(digits_small, trained_tiny):
+    train, _ = digits_small
+    ds = torch.utils.data.TensorDataset(train.x, train.y)
+    new_model, record = unlearn.unlearn(
+        "retrain",
+        trained_tiny,
+        ds,
+        unlearn.ClassRequest(classes=[1]),
+        recipe={"epochs": 2, "batch_size": 32, "lr": 0.01, "optimizer": "adam"},
+    )
+    assert record.steps == 2 * -(-int((train.y != 1).sum()) // 32)
+
+
+def test_api_errors(digits_small, trained_tiny):
+    train, _ = digits_small
+    import pytest
+
+    with pytest.raises(UnlearnError, match="out of range"):
+        unlearn.unlearn("finetune", trained_tiny, train, unlearn.SampleRequest(indices=[10**6]))
+    with pytest.raises(UnlearnError, match="unknown method"):
+        unlearn.unlearn("forgetify", trained_tiny, train, unlearn.SampleRequest(fraction=0.1))
+    with pytest.raises(UnlearnError, match="ForgetRequest"):
+        unlearn.unlearn("finetune", trained_tiny, train, [1, 2, 3])
+    with pytest.raises(UnlearnError, match="unknown training option"):
+        unlearn.unlearn(
+            "retrain",
+            trained_tiny,
+            train,
+            unlearn.SampleRequest(fraction=0.1),
+            recipe={"epochz": 3},
+        )
