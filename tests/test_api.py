@@ -53,3 +53,18 @@ def test_api_errors(digits_small, trained_tiny):
             unlearn.SampleRequest(fraction=0.1),
             recipe={"epochz": 3},
         )
+
+
+def test_readme_python_block_runs(tmp_path, monkeypatch):
+    """The README's API example, executed as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "the README has no Python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "unlearned.safetensors").is_file()
+    assert namespace["record"].method == "neggrad_plus"

@@ -107,7 +107,7 @@ class SampleRequest(ForgetRequest):
 
     def describe(self) -> str:
         if self.fraction is not None:
-            return f"random {100 * self.fraction:g}% of samples (seed {self.seed})"
+            return f"random {100 * self.fraction:g}% of the training samples"
         return f"{len(self.indices)} explicit samples"
 
 
