@@ -68,7 +68,8 @@ def _plots(results: dict, folder: Path) -> list[str]:
     names = []
     summ = results["summary"]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for s in summ:
+    colors = plt.get_cmap("tab20")
+    for i, s in enumerate(summ):
         m, sd = s["mean"], s["std"]
         marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(s["method"], "o")
         ax.errorbar(
@@ -78,6 +79,7 @@ def _plots(results: dict, folder: Path) -> list[str]:
             yerr=sd["test_acc"],
             fmt=marker,
             capsize=3,
+            color=colors(i % 20),
             label=s["method"],
             markersize=9 if marker == "*" else 6,
         )
