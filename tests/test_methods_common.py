@@ -27,6 +27,8 @@ FAST = {
     "scrub": {"epochs": 2, "max_epochs": 1, "retain_batches": 3, "lr": 1e-3, "optimizer": "adam"},
     "fisher": {"samples": 64, "alpha": 1e-6},
     "influence": {"samples": 64, "damping": 0.05},
+    "amun": {"epochs": 2, "pgd_steps": 10, "lr": 1e-3, "optimizer": "adam"},
+    "trw": {"epochs": 2, "lr": 1e-3},
 }
 METHODS = sorted(available_methods())
 REQUESTS = {"samples": SampleRequest(fraction=0.1, seed=0), "class": ClassRequest(classes=[3])}
@@ -58,6 +60,10 @@ def test_method_contract(name, digits_small, trained_tiny, tiny_spec):
     before = weights(trained_tiny).clone()
     for kind, request in REQUESTS.items():
         if kind not in cls.request_kinds:
+            with pytest.raises(UnsupportedRequestError, match=f"does not support {kind}"):
+                get_method(name, FAST[name]).run(
+                    trained_tiny, _ctx(train, request, trained_tiny, tiny_spec)
+                )
             continue
         method = get_method(name, FAST[name])
         model, record = method.run(trained_tiny, _ctx(train, request, trained_tiny, tiny_spec))

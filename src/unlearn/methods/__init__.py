@@ -32,6 +32,8 @@ _MODULES = (
     "scrub",
     "fisher",
     "influence",
+    "amun",
+    "trw",
 )
 _loaded = False
 

@@ -1,0 +1,1 @@
+"""What an auditor runs against an unlearned model: membership inference, relearning, search."""
