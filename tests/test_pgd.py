@@ -153,3 +153,31 @@ def test_nearest_adversarial_on_a_nonlinear_model():
     assert torch.equal(_pred(model, x_adv), y_adv)
     assert (eps > 0).all()
     assert ((x_adv - x).flatten(1).norm(dim=1) <= eps * (1 + 1e-5)).all()
+
+
+def test_saturated_cross_entropy_falls_back_to_the_margin():
+    """A margin of 400 logits makes the float32 cross-entropy gradient exactly zero."""
+    w = torch.tensor([[0.0, 0.0], [200.0, 0.0]])
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.zero_()
+    x = torch.tensor([[2.0, 0.5]])  # class 1, margin 400; the boundary is x0 = 0, at distance 2
+    y = model(x).argmax(1)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xr), y), xr)
+    assert float(g.abs().max()) == 0.0
+    adv = pgd_attack(model, x, y, eps=2.1, norm="l2", steps=50)
+    assert model(adv).argmax(1).item() != y.item()
+
+
+def test_nearest_adversarial_can_report_failures_instead_of_raising():
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        model.bias.zero_()
+    x = torch.tensor([[0.1, 0.0], [50.0, 0.0]])  # distances 0.1 and 50
+    y = model(x).argmax(1)
+    _, _, eps, found = nearest_adversarial(model, x, y, max_doublings=2, return_found=True)
+    assert found.tolist() == [True, False]
+    assert 0.1 <= float(eps[0]) < 0.2

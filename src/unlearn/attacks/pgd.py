@@ -111,6 +111,27 @@ def _step(
     return _clip(x + _project(adv - x, eps, norm), clamp)
 
 
+def _unstall(
+    grad: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, xa: torch.Tensor
+) -> torch.Tensor:
+    """Replace vanished cross-entropy gradients by the margin loss's.
+
+    On a very confident sample the softmax saturates in float32 and the
+    cross-entropy gradient underflows to (almost) zero, so PGD stops moving
+    however large eps gets. For those rows the gradient of the margin
+    max_{k != y} z_k - z_y is used instead (the same ascent direction goal).
+    """
+    stalled = grad.flatten(1).norm(dim=1) < 1e-20
+    if not bool(stalled.any()):
+        return grad
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    (g2,) = torch.autograd.grad((others - own)[stalled].sum(), xa)
+    grad = grad.clone()
+    grad[stalled] = g2[stalled]
+    return grad
+
+
 def _reached(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     pred = logits.argmax(1)
     return pred == y if targeted else pred != y
@@ -148,7 +169,8 @@ def _pgd(
         xa = adv[active].requires_grad_(True)
         logits = model(xa)
         loss = F.cross_entropy(logits, y[active], reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xa)
+        (grad,) = torch.autograd.grad(loss, xa, retain_graph=True)
+        grad = _unstall(grad, logits, y[active], xa)
         if stop_on_success:
             hit = _reached(logits.detach(), y[active], targeted)
             if bool(hit.any()):
@@ -244,6 +266,7 @@ def nearest_adversarial(
     max_doublings: int = 16,
     batch_size: int = 256,
     clamp: tuple[float, float] | None = None,
+    return_found: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every row of ``x``, a nearby input the model does not classify as ``y``.
 
@@ -264,7 +287,9 @@ def nearest_adversarial(
     the distance to the nearest misclassified point is at most ``eps_found``
     and, where the budget was doubled and PGD finds the boundary, more than
     ``eps_found / 2``. Work is done in chunks of ``batch_size`` on the
-    model's device; results come back on ``x``'s device.
+    model's device; results come back on ``x``'s device. With
+    ``return_found`` no error is raised for samples that never changed class:
+    a fourth output, a boolean mask of the samples that did, is returned.
     """
     norm = _check_norm(norm)
     _check_inputs(x, y)
@@ -278,6 +303,7 @@ def nearest_adversarial(
     x_out = x.detach().clone()
     y_out = torch.empty(n, dtype=torch.long, device=home)
     eps_out = torch.zeros(n, dtype=x.dtype, device=home)
+    found_out = torch.zeros(n, dtype=torch.bool, device=home)
     missing = 0
     with _eval_mode(model):
         for lo in range(0, n, int(batch_size)):
@@ -291,6 +317,9 @@ def nearest_adversarial(
             y_out[lo:hi] = lab.to(home)
             eps_out[lo:hi] = eps_b.to(home)
             missing += int((~ok).sum())
+            found_out[lo:hi] = ok.to(home)
+    if return_found:
+        return x_out, y_out, eps_out, found_out
     if missing:
         raise UnlearnError(
             f"nearest_adversarial: {missing} of {n} samples never changed class up to "

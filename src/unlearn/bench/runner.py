@@ -14,6 +14,7 @@ from ..data import load_dataset, split_request
 from ..io import load_model
 from ..methods.base import PeakMemory, UnlearnContext, get_method
 from ..models import build_model
+from ..requests import ClassRequest
 from ..tasks.classifier import ClassifierTask
 from .evaluate import Evaluator
 from .scenario import Scenario
@@ -56,7 +57,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _run_seed(scenario, seed, train, test, spec, task, methods, tick) -> list[dict]:
+def _run_seed(scenario, seed, train, test, spec, task, methods, tick):
     """The reference rows and every method's row for one seed."""
     request = scenario.request(seed)
     split = split_request(train, request)
@@ -98,6 +99,7 @@ def _run_seed(scenario, seed, train, test, spec, task, methods, tick) -> list[di
     )
     tick(f"seed {seed}: oracle retrained ({o_rec.seconds:.1f}s)")
     rows = [{"method": "retrain", "seed": seed, "metrics": o_metrics, "record": o_rec.to_dict()}]
+    models = {"original": original, "retrain": oracle}
 
     def record(label, model, seconds, peak, steps, extra=None) -> dict:
         m, _ = ev.score(model, o_preds, o_metrics)
@@ -116,14 +118,16 @@ def _run_seed(scenario, seed, train, test, spec, task, methods, tick) -> list[di
     gap0 = record("original", original, orig_seconds, mem.peak_mb, steps)["avg_gap"]
     noise, n_rec = get_method("retrain").run(original, context(seed + scenario.noise_seed_offset))
     m = record("oracle_noise", noise, n_rec.seconds, n_rec.peak_mem_mb, n_rec.steps)
+    models["oracle_noise"] = noise
     tick(f"seed {seed}: oracle noise floor {m['avg_gap']:.2f} (original {gap0:.2f})")
     for label, method in methods:
         model, rec = method.run(original, ctx)
         m = record(label, model, rec.seconds, rec.peak_mem_mb, rec.steps, rec.to_dict())
+        models[label] = model
         tick(f"seed {seed}: {label} avg_gap {m['avg_gap']:.2f} in {rec.seconds:.2f}s")
     # keep the documented order: original, retrain, oracle_noise, methods
     rows.insert(0, rows.pop(1))
-    return rows
+    return rows, models, split, original
 
 
 def _model_spec(scenario: Scenario, train) -> dict:
@@ -154,6 +158,16 @@ def run_scenario(
     if scenario.checkpoint:
         load_model(build_model(spec), scenario.checkpoint, spec)
 
+    suite = None
+    if scenario.attacks.active:
+        from .attacks import AttackSuite
+
+        suite = AttackSuite(scenario.attacks, train, test, spec, scenario.train, task,
+                            dict(methods), say)
+        suite.validate([label for label, _ in methods],
+                       isinstance(scenario.request(scenario.seeds[0]), ClassRequest))
+        suite.prepare(seed=0)
+
     rows: list[dict] = []
     total = len(scenario.seeds) * (3 + len(methods))
     done = 0
@@ -164,7 +178,11 @@ def run_scenario(
         say(f"[{done}/{total}] {msg}")
 
     for seed in scenario.seeds:
-        rows += _run_seed(scenario, seed, train, test, spec, task, methods, tick)
+        seed_rows, models, split, original = _run_seed(
+            scenario, seed, train, test, spec, task, methods, tick)
+        if suite is not None:
+            suite.evaluate(seed, split, scenario.request(seed), original, models, seed_rows)
+        rows += seed_rows
 
     return {
         "scenario": scenario.raw,

@@ -27,6 +27,7 @@ from ..errors import ScenarioError, UnlearnError
 from ..methods.base import Method, get_method
 from ..requests import ForgetRequest, request_from_dict
 from ..tasks.classifier import TrainRecipe
+from .attacks import AttackConfig
 
 __all__ = ["Scenario", "MethodEntry", "load_scenario", "DEFAULT_SCENARIO"]
 
@@ -42,6 +43,7 @@ _KEYS = {
     "device",
     "noise_seed_offset",
     "description",
+    "attacks",
 }
 REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
@@ -72,6 +74,7 @@ class Scenario:
     noise_seed_offset: int = 1000
     description: str = ""
     raw: dict = field(default_factory=dict)
+    attacks: AttackConfig = field(default_factory=AttackConfig)
 
     def request(self, seed: int) -> ForgetRequest:
         return request_from_dict(self.forget, default_seed=seed)
@@ -171,6 +174,7 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
         noise_seed_offset=int(raw.get("noise_seed_offset", 1000)),
         description=str(raw.get("description", "")),
         raw=raw,
+        attacks=AttackConfig.from_dict(raw.get("attacks"), source),
     )
 
 

@@ -112,7 +112,7 @@ class Amun(Method):
         cfg = self.config
         forget = ctx.forget
         t0 = time.perf_counter()
-        x_adv, y_adv, eps = nearest_adversarial(
+        x_adv, y_adv, eps, found = nearest_adversarial(
             model,
             forget.x.to(ctx.task.device),
             forget.y.to(ctx.task.device),
@@ -122,15 +122,26 @@ class Amun(Method):
             max_doublings=cfg.max_doublings,
             batch_size=cfg.search_batch,
             clamp=None if cfg.clamp is None else tuple(cfg.clamp),
+            return_found=True,
         )
-        x_adv, y_adv, eps = x_adv.cpu(), y_adv.cpu(), eps.cpu()
+        found = found.cpu()
+        if not bool(found.any()):
+            raise UnlearnError(
+                "amun: PGD found no adversarial example for any forget sample "
+                f"(up to eps {cfg.eps0 * 2**cfg.max_doublings:g}); raise max_doublings"
+            )
+        # Samples whose class PGD never changed (saturated, extremely confident
+        # predictions) get no adversarial example; their count is recorded.
+        x_adv, y_adv, eps = x_adv.cpu()[found], y_adv.cpu()[found], eps.cpu()[found]
+        forget_x, forget_y = forget.x[found], forget.y[found]
         stats = {
+            "no_adversarial_found": int((~found).sum()),
             "search_seconds": time.perf_counter() - t0,
             "eps_mean": float(eps.mean()),
             "eps_max": float(eps.max()),
-            "adv_label_changed": float((y_adv != forget.y).float().mean()),
+            "adv_label_changed": float((y_adv != forget_y).float().mean()),
             "already_misclassified": float((eps == 0).float().mean()),
-            "delta_l2_mean": float((x_adv - forget.x).flatten(1).norm(dim=1).mean()),
+            "delta_l2_mean": float((x_adv - forget_x).flatten(1).norm(dim=1).mean()),
         }
         return ArrayData(x_adv, y_adv, forget.classes, "adversarial"), stats
 
