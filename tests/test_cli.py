@@ -150,3 +150,25 @@ def test_train_then_bench_from_checkpoint(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     orig = [r for r in res["rows"] if r["method"] == "original"][0]
     assert orig["metrics"]["steps"] == 0  # loaded, not trained
+
+
+def test_bench_dispatches_certified_scenarios(tmp_path, capsys):
+    scenario = {
+        "name": "cert",
+        "kind": "certified",
+        "data": {"name": "digits"},
+        "model": {"lam": 0.2, "sigma": 0.5},
+        "fractions": [0.02],
+        "seeds": [0],
+        "repeats": 1,
+    }
+    out = tmp_path / "good"
+    assert main(["bench", str(write(tmp_path, scenario)), "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    labels = {r["method"] for r in res["rows"]}
+    assert labels == {"original@2%", "retrain@2%", "oracle_noise@2%", "newton_removal@2%"}
+    md = (out / "report.md").read_text()
+    assert "newton_removal@2%" in md and "Avg.Gap is the mean" not in md
+    _bad(tmp_path, capsys, [str(write(tmp_path, {**scenario, "fractions": [2]}))], "fractions")
+    bad_kind = {**TINY, "kind": "diffusion"}
+    _bad(tmp_path, capsys, [str(write(tmp_path, bad_kind))], "not a classifier scenario")

@@ -28,8 +28,14 @@ def test_trw_moves_forget_class_to_its_neighbours(digits_small, trained_tiny, ti
     train, _ = digits_small
     request = ClassRequest(classes=[3])
     task = ClassifierTask(10)
-    ctx = UnlearnContext(task=task, split=split_request(train, request), request=request,
-                         original=trained_tiny, seed=0, recipe=TINY_RECIPE)
+    ctx = UnlearnContext(
+        task=task,
+        split=split_request(train, request),
+        request=request,
+        original=trained_tiny,
+        seed=0,
+        recipe=TINY_RECIPE,
+    )
     model, rec = get_method("trw", {"epochs": 30, "lr": 3e-3}).run(trained_tiny, ctx)
     probs = task.probs(model, ctx.forget)
     assert (probs.argmax(1) == 3).float().mean() < 0.1

@@ -41,28 +41,42 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .bench import load_scenario, run_scenario, write_outputs
+    from .bench import parse_scenario, run_scenario, write_outputs
+    from .bench.scenario import read_scenario_file
 
-    scenario = load_scenario(args.scenario)
+    raw, path = read_scenario_file(args.scenario)
     seeds = _parse_seeds(args.seeds)
-    if seeds is not None:
-        scenario.seeds = seeds
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UnlearnError(f"output path {out} exists and is not a folder")
-    total = len(scenario.seeds) * (3 + len(scenario.methods))
-    with tqdm(
-        total=total, desc=scenario.name, unit="run", file=sys.stderr, disable=args.quiet
-    ) as bar:
+    if raw.get("kind") == "certified":
+        from .bench.certified import run_certified
 
-        def progress(msg: str) -> None:
-            bar.set_postfix_str(msg.split("] ", 1)[-1][:60])
-            bar.update(1)
+        if seeds is not None:
+            raw = {**raw, "seeds": seeds}
+        results = run_certified(raw, progress=None if args.quiet else _echo)
+    else:
+        scenario = parse_scenario(raw, str(path), path.parent)
+        if seeds is not None:
+            scenario.seeds = seeds
+        total = len(scenario.seeds) * (3 + len(scenario.methods))
+        with tqdm(
+            total=total, desc=scenario.name, unit="run", file=sys.stderr, disable=args.quiet
+        ) as bar:
 
-        results = run_scenario(scenario, progress=progress)
+            def progress(msg: str) -> None:
+                bar.set_postfix_str(msg.split("] ", 1)[-1][:60])
+                if msg.startswith("["):
+                    bar.update(1)
+
+            results = run_scenario(scenario, progress=progress)
     write_outputs(results, out)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'report.html'}")
     return 0
+
+
+def _echo(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

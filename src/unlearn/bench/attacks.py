@@ -39,8 +39,17 @@ from ..tasks.classifier import ClassifierTask, TrainRecipe
 
 __all__ = ["AttackConfig", "AttackSuite"]
 
-_KEYS = {"references", "ulira", "rmia", "mia_nn", "mia_nn_neighbours", "challenge", "workers",
-         "cache_dir", "targets"}
+_KEYS = {
+    "references",
+    "ulira",
+    "rmia",
+    "mia_nn",
+    "mia_nn_neighbours",
+    "challenge",
+    "workers",
+    "cache_dir",
+    "targets",
+}
 
 
 @dataclass
@@ -69,8 +78,11 @@ class AttackConfig:
         ch = raw.pop("challenge", None) or {}
         if not isinstance(ch, dict) or set(ch) - {"models", "rows"}:
             raise ScenarioError(f"scenario {source}: 'challenge' takes 'models' and 'rows'")
-        cfg = cls(**raw, challenge_models=int(ch.get("models", 0)),
-                  challenge_rows=list(ch.get("rows", [])))
+        cfg = cls(
+            **raw,
+            challenge_models=int(ch.get("models", 0)),
+            challenge_rows=list(ch.get("rows", [])),
+        )
         if cfg.references < 4 or cfg.references % 2:
             raise ScenarioError(f"scenario {source}: 'references' must be even and >= 4")
         if cfg.challenge_rows and cfg.challenge_models < 2:
@@ -98,13 +110,22 @@ def _p_true(task: ClassifierTask, model, data: ArrayData) -> np.ndarray:
 class AttackSuite:
     """Runs the configured attacks for one scenario; references are trained once."""
 
-    def __init__(self, cfg: AttackConfig, train: ArrayData, test: ArrayData, spec: dict,
-                 recipe: TrainRecipe, task: ClassifierTask, methods: dict[str, Method],
-                 say: Callable[[str], None]):
+    def __init__(
+        self,
+        cfg: AttackConfig,
+        train: ArrayData,
+        test: ArrayData,
+        spec: dict,
+        recipe: TrainRecipe,
+        task: ClassifierTask,
+        methods: dict[str, Method],
+        say: Callable[[str], None],
+    ):
         self.cfg, self.train, self.test, self.spec = cfg, train, test, spec
         self.recipe, self.task, self.methods, self.say = recipe, task, methods, say
-        self.pool = ArrayData(torch.cat([train.x, test.x]), torch.cat([train.y, test.y]),
-                              train.classes, "pool")
+        self.pool = ArrayData(
+            torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), train.classes, "pool"
+        )
         self.refs: ReferenceSet | None = None
 
     # -- set-up ---------------------------------------------------------------------
@@ -122,9 +143,15 @@ class AttackSuite:
     def prepare(self, seed: int) -> None:
         if self.cfg.needs_references and self.refs is None:
             self.say(f"training {self.cfg.references} reference models (cached)")
-            self.refs = train_references(self.pool, self.spec, self.recipe, self.cfg.references,
-                                         seed=seed, cache_dir=Path(self.cfg.cache_dir),
-                                         workers=self.cfg.workers)
+            self.refs = train_references(
+                self.pool,
+                self.spec,
+                self.recipe,
+                self.cfg.references,
+                seed=seed,
+                cache_dir=Path(self.cfg.cache_dir),
+                workers=self.cfg.workers,
+            )
 
     # -- per seed -------------------------------------------------------------------------
     def evaluate(self, seed: int, split: Split, request, original, models: dict, rows: list):
@@ -161,12 +188,17 @@ class AttackSuite:
         T = np.concatenate([t_forget, t_test])
         data_t, data_z = self.pool.subset(T), self.pool.subset(population)
         if not hasattr(self, "_ref_p"):
-            self._ref_p = np.stack([_p_true(self.task, refs.model(j), self.pool)
-                                    for j in range(len(refs))], axis=1)  # (N, K)
-        scores = mia.rmia_scores(_p_true(self.task, model, data_t), self._ref_p[T],
-                                 _p_true(self.task, model, data_z), self._ref_p[population],
-                                 ref_in_mask=refs.in_mask[:, T].T)
-        m, u = scores[: len(t_forget)], scores[len(t_forget):]
+            self._ref_p = np.stack(
+                [_p_true(self.task, refs.model(j), self.pool) for j in range(len(refs))], axis=1
+            )  # (N, K)
+        scores = mia.rmia_scores(
+            _p_true(self.task, model, data_t),
+            self._ref_p[T],
+            _p_true(self.task, model, data_z),
+            self._ref_p[population],
+            ref_in_mask=refs.in_mask[:, T].T,
+        )
+        m, u = scores[: len(t_forget)], scores[len(t_forget) :]
         return {"rmia_auc": mia.roc_auc(m, u), "rmia_tpr_1fpr": mia.tpr_at_fpr(m, u, 0.01)}
 
     def _ulira(self, label, seed, model, t_forget, t_test, population) -> dict:
@@ -183,7 +215,7 @@ class AttackSuite:
             unlearned[in_T[j], j] = phi[in_T[j]]
             retrained[~in_T[j], j] = phi[~in_T[j]]
         scores = mia.ulira_scores(_phi(self.task, model, data_t), unlearned, retrained)
-        m, u = scores[: len(t_forget)], scores[len(t_forget):]
+        m, u = scores[: len(t_forget)], scores[len(t_forget) :]
         return {"ulira_auc": mia.roc_auc(m, u), "ulira_tpr_1fpr": mia.tpr_at_fpr(m, u, 0.01)}
 
     def _unlearn_references(self, label: str, seed: int, T: np.ndarray) -> list:
@@ -196,8 +228,10 @@ class AttackSuite:
             forget_pos = np.flatnonzero(np.isin(h, T))
             jobs.append((h, forget_pos))
         if label in ("retrain", "oracle_noise"):
-            data = [(self.pool.subset(np.delete(h, fp)), seed * 7919 + j)
-                    for j, (h, fp) in enumerate(jobs)]
+            data = [
+                (self.pool.subset(np.delete(h, fp)), seed * 7919 + j)
+                for j, (h, fp) in enumerate(jobs)
+            ]
             states = train_many(data, self.spec, self.recipe, self.cfg.workers)
             for s in states:
                 m = build_model(self.spec)
@@ -212,9 +246,15 @@ class AttackSuite:
             data = self.pool.subset(h, f"reference-{j}")
             request = SampleRequest(indices=[int(i) for i in fp])
             split = Split(data, fp.astype(np.int64), np.setdiff1d(np.arange(len(h)), fp))
-            ctx = UnlearnContext(task=self.task, split=split, request=request, original=ref,
-                                 seed=seed * 1000 + j, recipe=self.recipe,
-                                 model_factory=lambda s: build_model(self.spec, seed=s))
+            ctx = UnlearnContext(
+                task=self.task,
+                split=split,
+                request=request,
+                original=ref,
+                seed=seed * 1000 + j,
+                recipe=self.recipe,
+                model_factory=lambda s: build_model(self.spec, seed=s),
+            )
             model, _ = self.methods[label].run(ref, ctx)
             out.append(model)
         return out
@@ -235,14 +275,19 @@ class AttackSuite:
         for label in models:
             ref = "retrain" if label == "oracle_noise" else "oracle_noise"
             by_label[label]["mia_nn_auc"] = mia.mia_nn_auc(
-                feats["original"], feats["__extra__"], feats[label], feats[ref], seed=seed)
+                feats["original"], feats["__extra__"], feats[label], feats[ref], seed=seed
+            )
 
     def _challenge(self, seed, split, request, original, models, by_label) -> None:
         n = self.cfg.challenge_models
         forget, retain = split.forget, split.retain
         self.say(f"seed {seed}: challenge score: {n} retrained models")
-        states = train_many([(retain, seed * 100 + 5000 + i) for i in range(n)], self.spec,
-                            self.recipe, self.cfg.workers)
+        states = train_many(
+            [(retain, seed * 100 + 5000 + i) for i in range(n)],
+            self.spec,
+            self.recipe,
+            self.cfg.workers,
+        )
         retrained = []
         for s in states:
             m = build_model(self.spec)
@@ -256,8 +301,12 @@ class AttackSuite:
             if label in ("original",):
                 unl = [original] * n
             elif label in ("retrain", "oracle_noise"):
-                states = train_many([(retain, seed * 100 + 9000 + i) for i in range(n)],
-                                    self.spec, self.recipe, self.cfg.workers)
+                states = train_many(
+                    [(retain, seed * 100 + 9000 + i) for i in range(n)],
+                    self.spec,
+                    self.recipe,
+                    self.cfg.workers,
+                )
                 unl = []
                 for s in states:
                     m = build_model(self.spec)
@@ -266,10 +315,15 @@ class AttackSuite:
             else:
                 unl = []
                 for i in range(n):
-                    ctx = UnlearnContext(task=self.task, split=split, request=request,
-                                         original=original, seed=seed * 100 + i,
-                                         recipe=self.recipe,
-                                         model_factory=lambda s: build_model(self.spec, seed=s))
+                    ctx = UnlearnContext(
+                        task=self.task,
+                        split=split,
+                        request=request,
+                        original=original,
+                        seed=seed * 100 + i,
+                        recipe=self.recipe,
+                        model_factory=lambda s: build_model(self.spec, seed=s),
+                    )
                     unl.append(self.methods[label].run(original, ctx)[0])
             u_stats = np.stack([_phi(self.task, m, forget) for m in unl], axis=1)
             eps = mia.per_example_epsilon(u_stats, r_stats)
@@ -278,5 +332,5 @@ class AttackSuite:
             ta_u = np.mean([acc(m, self.test) for m in unl])
             by_label[label]["forget_quality"] = float(fq)
             by_label[label]["challenge_score"] = float(
-                mia.challenge_score(fq, ra_u, ra_r, ta_u, ta_r))
-
+                mia.challenge_score(fq, ra_u, ra_r, ta_u, ta_r)
+            )

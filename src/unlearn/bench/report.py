@@ -39,20 +39,30 @@ TABLE_METRICS = (
     ("param_distance_to_oracle", "Distance to oracle", 4),
     ("js_to_oracle", "JS to oracle", 4),
     ("avg_gap", "Avg.Gap", 2),
-    ("seconds", "Seconds", 2),
+    ("seconds", "Seconds", None),
     ("time_vs_oracle", "Time / oracle", 3),
 )
 
 
-def _fmt(summary: dict, key: str, decimals: int) -> str:
+REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
+
+
+def is_reference(label: str) -> bool:
+    """Reference rows, also when a label carries a suffix (``retrain@5%``)."""
+    return label.split("@", 1)[0] in REFERENCE_ROWS
+
+
+def _fmt(summary: dict, key: str, decimals: int | None) -> str:
+    """Mean ± std with ``decimals`` places (None: three significant digits)."""
     if key not in summary["mean"]:
         return "-"
     mean, std = summary["mean"][key], summary["std"].get(key, 0.0)
     if not math.isfinite(mean):
         return "missing"
+    spec = ".3g" if decimals is None else f".{decimals}f"
     if summary.get("n_seeds", 1) > 1:
-        return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
-    return f"{mean:.{decimals}f}"
+        return f"{mean:{spec}} ± {std:{spec}}"
+    return f"{mean:{spec}}"
 
 
 def _columns(results: dict) -> list[tuple[str, str, int]]:
@@ -80,7 +90,9 @@ def _plots(results: dict, folder: Path) -> list[str]:
     colors = plt.get_cmap("tab20")
     for i, s in enumerate(summ):
         m, sd = s["mean"], s["std"]
-        marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(s["method"], "o")
+        marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(
+            s["method"].split("@", 1)[0], "o"
+        )
         ax.errorbar(
             m["forget_acc"],
             m["test_acc"],
@@ -102,18 +114,19 @@ def _plots(results: dict, folder: Path) -> list[str]:
     plt.close(fig)
     names.append("forget_vs_test.png")
 
-    rows = [s for s in summ if s["method"] not in ("retrain",) and "avg_gap" in s["mean"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    labels = [s["method"] for s in rows]
-    axes[0].barh(
-        labels,
-        [s["mean"]["avg_gap"] for s in rows],
-        xerr=[s["std"]["avg_gap"] for s in rows],
-        color="#4c72b0",
-    )
-    axes[0].set_xlabel("Avg.Gap to the oracle (points, lower is better)")
-    axes[0].invert_yaxis()
-    timed = [s for s in summ if s["method"] not in ("retrain", "oracle_noise", "original")]
+    rows = [s for s in summ if s["method"] != "retrain" and "avg_gap" in s["mean"]]
+    timed = [s for s in summ if not is_reference(s["method"]) and "time_vs_oracle" in s["mean"]]
+    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(10 if rows else 5.5, 4.2))
+    axes = list(axes) if rows else [None, axes]
+    if rows:
+        axes[0].barh(
+            [s["method"] for s in rows],
+            [s["mean"]["avg_gap"] for s in rows],
+            xerr=[s["std"]["avg_gap"] for s in rows],
+            color="#4c72b0",
+        )
+        axes[0].set_xlabel("Avg.Gap to the oracle (points, lower is better)")
+        axes[0].invert_yaxis()
     axes[1].barh(
         [s["method"] for s in timed], [s["mean"]["time_vs_oracle"] for s in timed], color="#dd8452"
     )
@@ -126,6 +139,14 @@ def _plots(results: dict, folder: Path) -> list[str]:
     plt.close(fig)
     names.append("gap_and_time.png")
     return names
+
+
+ABOUT = """Reference rows: `original` is the trained model untouched (doing nothing),
+`retrain` is the oracle (retrained without the forget set, same seed), and
+`oracle_noise` is the oracle retrained with another seed and scored against
+it: the noise floor. Avg.Gap is the mean absolute difference to the oracle
+over unlearning accuracy (100 - forget acc), retain, test accuracy and
+MIA-efficacy. Seconds exclude evaluation."""
 
 
 def _markdown(results: dict, images: list[str]) -> str:
@@ -142,12 +163,7 @@ Request: {results["request"]}. Model: `{json.dumps(results["model_spec"], sort_k
 Seeds: {results["seeds"]} (mean ± sample standard deviation over seeds).
 Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sort_keys=True)}`.
 
-Reference rows: `original` is the trained model untouched (doing nothing),
-`retrain` is the oracle (retrained without the forget set, same seed), and
-`oracle_noise` is the oracle retrained with another seed and scored against
-it: the noise floor. Avg.Gap is the mean absolute difference to the oracle
-over unlearning accuracy (100 - forget acc), retain, test accuracy and
-MIA-efficacy. Seconds exclude evaluation.
+{results.get("about", ABOUT)}
 
 {markdown_table(results)}
 
@@ -166,7 +182,7 @@ def _html(results: dict, images: list[str], folder: Path) -> str:
     head = "".join(f"<th>{html.escape(c[1])}</th>" for c in cols)
     body = ""
     for s in results["summary"]:
-        cls = ' class="ref"' if s["method"] in ("original", "retrain", "oracle_noise") else ""
+        cls = ' class="ref"' if is_reference(s["method"]) else ""
         body += (
             f"<tr{cls}><td>{html.escape(s['method'])}</td>"
             + "".join(f"<td>{html.escape(_fmt(s, k, d))}</td>" for k, _, d in cols)

@@ -162,10 +162,13 @@ def run_scenario(
     if scenario.attacks.active:
         from .attacks import AttackSuite
 
-        suite = AttackSuite(scenario.attacks, train, test, spec, scenario.train, task,
-                            dict(methods), say)
-        suite.validate([label for label, _ in methods],
-                       isinstance(scenario.request(scenario.seeds[0]), ClassRequest))
+        suite = AttackSuite(
+            scenario.attacks, train, test, spec, scenario.train, task, dict(methods), say
+        )
+        suite.validate(
+            [label for label, _ in methods],
+            isinstance(scenario.request(scenario.seeds[0]), ClassRequest),
+        )
         suite.prepare(seed=0)
 
     rows: list[dict] = []
@@ -179,7 +182,8 @@ def run_scenario(
 
     for seed in scenario.seeds:
         seed_rows, models, split, original = _run_seed(
-            scenario, seed, train, test, spec, task, methods, tick)
+            scenario, seed, train, test, spec, task, methods, tick
+        )
         if suite is not None:
             suite.evaluate(seed, split, scenario.request(seed), original, models, seed_rows)
         rows += seed_rows

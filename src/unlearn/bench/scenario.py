@@ -44,6 +44,7 @@ _KEYS = {
     "noise_seed_offset",
     "description",
     "attacks",
+    "kind",
 }
 REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
@@ -90,6 +91,8 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise _fail(source, f"unknown key(s) {unknown} (known: {sorted(_KEYS)})")
+    if raw.get("kind", "classifier") != "classifier":
+        raise _fail(source, f"kind {raw['kind']!r} is not a classifier scenario")
     for key in ("data", "model", "forget", "methods"):
         if key not in raw:
             raise _fail(source, f"missing key '{key}'")
@@ -178,8 +181,8 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
     )
 
 
-def load_scenario(path: str | Path | None = None) -> Scenario:
-    """Read and validate a scenario file (the default MNIST-1D scenario when ``path`` is None)."""
+def read_scenario_file(path: str | Path | None = None) -> tuple[dict, Path]:
+    """Read a scenario YAML file (the default scenario when ``path`` is None) as a mapping."""
     path = Path(path) if path is not None else DEFAULT_SCENARIO
     if not path.is_file():
         raise ScenarioError(f"scenario file {path} does not exist")
@@ -188,4 +191,12 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise ScenarioError(f"scenario {path}: not valid YAML ({first})") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"scenario {path}: must be a mapping of keys to values")
+    return raw, path
+
+
+def load_scenario(path: str | Path | None = None) -> Scenario:
+    """Read and validate a classifier scenario file (default: the MNIST-1D scenario)."""
+    raw, path = read_scenario_file(path)
     return parse_scenario(raw, str(path), path.parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
@@ -11,13 +12,21 @@ from torch import nn
 
 from ..data.core import ArrayData, iterate_batches
 from ..errors import UnlearnError
+from ..models.spectral import SpectralClipper
 
 __all__ = ["ClassifierTask", "TrainRecipe", "make_optimizer"]
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How the original model and the oracle are trained (the same recipe for both)."""
+    """How the original model and the oracle are trained (the same recipe for both).
+
+    ``spectral_clip``, when set, keeps the spectral norm of every dense and
+    convolutional layer at or below that value during training (FastClip-style
+    clipping after each optimiser step, see :mod:`unlearn.models.spectral`), with
+    ``spectral_iters`` warm-started power iterations per layer and step, and a
+    more thorough clip (ten times the iterations) after the last step.
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -26,6 +35,8 @@ class TrainRecipe:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     schedule: str = "onecycle"
+    spectral_clip: float | None = None
+    spectral_iters: int = 2
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -34,6 +45,14 @@ class TrainRecipe:
             raise UnlearnError(f"unknown optimizer {self.optimizer!r} (adamw, adam or sgd)")
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise UnlearnError(f"unknown schedule {self.schedule!r} (onecycle, cosine, constant)")
+        clip = self.spectral_clip
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip < math.inf
+        ):
+            raise UnlearnError(f"spectral_clip must be a positive number or None, got {clip!r}")
+        iters = self.spectral_iters
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise UnlearnError(f"spectral_iters must be an integer >= 1, got {iters!r}")
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> TrainRecipe:
@@ -129,14 +148,24 @@ class ClassifierTask:
         elif recipe.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         steps = 0
+        clipper = None
         for _ in range(recipe.epochs):
             for xb, yb in iterate_batches(data, recipe.batch_size, gen):
+                if recipe.spectral_clip is not None and clipper is None:
+                    clipper = SpectralClipper(
+                        model, xb.to(self.device), recipe.spectral_clip, recipe.spectral_iters
+                    )
                 loss = self.loss(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if clipper is not None:
+                    clipper.clip_()
                 if sched is not None:
                     sched.step()
                 steps += 1
+        if clipper is not None:
+            # A last, more thorough clip, so that the trained model itself meets the bound.
+            clipper.clip_(iters=10 * recipe.spectral_iters, rounds=20)
         model.eval()
         return steps
