@@ -18,7 +18,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCENARIOS = ["mnist1d-random10", "mnist1d-class"]
+SCENARIOS = [
+    "mnist1d-random10",
+    "mnist1d-class",
+    "mnist1d-random10-attacks",
+    "mnist1d-class-trw",
+    "digits-certified",
+]
 REFERENCE = ("original", "retrain", "oracle_noise")
 
 
@@ -78,9 +84,67 @@ def checks(name: str, res: dict) -> list[str]:
                 else ""
             )
         )
+    if name == "mnist1d-random10-attacks":
+        lines += attack_checks(summ)
+    if name == "mnist1d-class-trw":
+        lines += trw_checks(summ)
+    if name == "digits-certified":
+        lines += certified_checks(summ)
     lines.append(
         f"- whole run: {res['total_seconds']:.0f} s on this machine ({res['versions']['platform']})"
     )
+    return lines
+
+
+def attack_checks(summ: dict) -> list[str]:
+    o = summ["retrain"]["mean"]["ulira_auc"]
+    lines = [
+        f"- U-LiRA AUC (forget vs test): `original` {summ['original']['mean']['ulira_auc']:.1f}"
+        f", oracle {o:.1f}"
+    ]
+    for k in ("amun", "amun-no-retain"):
+        a = summ[k]["mean"]["ulira_auc"]
+        ok = abs(a - 50) <= 3 and abs(a - o) <= 3
+        lines.append(
+            f"- `{k}` U-LiRA AUC {a:.1f} ± {summ[k]['std']['ulira_auc']:.1f} (target within"
+            f" 3 of 50 and of the oracle's): {'met' if ok else 'NOT met'}"
+        )
+    g, sg = summ["amun"]["mean"]["avg_gap"], summ["salun"]["mean"]["avg_gap"]
+    lines.append(
+        f"- `amun` Avg.Gap {g:.2f} vs `salun` {sg:.2f} (target <=): "
+        f"{'met' if g <= sg else 'NOT met'}"
+    )
+    return lines
+
+
+def trw_checks(summ: dict) -> list[str]:
+    oracle = summ["retrain"]["mean"]["mia_nn_auc"]
+    gap = {
+        k: abs(summ[k]["mean"]["mia_nn_auc"] - oracle)
+        for k in ("trw", "gradient_ascent", "random_labels")
+    }
+    ok = gap["trw"] < min(gap["gradient_ascent"], gap["random_labels"])
+    parts = ", ".join(f"`{k}` {v:.1f}" for k, v in gap.items())
+    return [
+        f"- MIA-NN AUC distance to the oracle's ({oracle:.1f}): {parts} (target: TRW closer "
+        f"than gradient ascent and random labels): {'met' if ok else 'NOT met'}"
+    ]
+
+
+def certified_checks(summ: dict) -> list[str]:
+    lines = []
+    fracs = [k.split("@", 1)[1] for k in summ if k.startswith("newton_removal@")]
+    for f in fracs:
+        n, r = summ[f"newton_removal@{f}"]["mean"], summ[f"retrain@{f}"]["mean"]
+        speed = r["seconds"] / n["seconds"]
+        d_acc = n["test_acc"] - r["test_acc"]
+        lines.append(
+            f"- {f}: test accuracy {n['test_acc']:.2f} vs retrained {r['test_acc']:.2f} "
+            f"({'met' if abs(d_acc) <= 0.5 else 'NOT met'}, target within 0.5 points); "
+            f"distance to the oracle {n['param_distance_to_oracle']:.2e}; epsilon "
+            f"{n['epsilon']:.3f} at delta {n['delta']:g}; removal {speed:.1f}x faster than "
+            f"retraining (mean times; {'met' if speed >= 20 else 'NOT met'}, target >= 20x)"
+        )
     return lines
 
 

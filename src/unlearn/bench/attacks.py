@@ -45,6 +45,7 @@ _KEYS = {
     "rmia",
     "mia_nn",
     "mia_nn_neighbours",
+    "mia_nn_references",
     "challenge",
     "workers",
     "cache_dir",
@@ -59,6 +60,7 @@ class AttackConfig:
     rmia: bool = False
     mia_nn: bool = False
     mia_nn_neighbours: int = 3
+    mia_nn_references: int = 4  # extra retrained models: half train the attack, half score it
     challenge_models: int = 0
     challenge_rows: list[str] = field(default_factory=list)
     workers: int | None = None
@@ -85,6 +87,8 @@ class AttackConfig:
         )
         if cfg.references < 4 or cfg.references % 2:
             raise ScenarioError(f"scenario {source}: 'references' must be even and >= 4")
+        if cfg.mia_nn_references < 2 or cfg.mia_nn_references % 2:
+            raise ScenarioError(f"scenario {source}: 'mia_nn_references' must be even and >= 2")
         if cfg.challenge_rows and cfg.challenge_models < 2:
             raise ScenarioError(f"scenario {source}: the challenge score needs models >= 2")
         return cfg
@@ -137,8 +141,8 @@ class AttackSuite:
                 raise ScenarioError(f"attack row {r!r} is not a row of this scenario")
         if self.cfg.mia_nn and not is_class:
             raise ScenarioError("mia_nn is an attack for class requests")
-        if self.cfg.ulira and is_class:
-            raise ScenarioError("ulira is configured here for sample requests")
+        if (self.cfg.ulira or self.cfg.challenge_rows) and is_class:
+            raise ScenarioError("ulira and the challenge score are run for sample requests")
 
     def prepare(self, seed: int) -> None:
         if self.cfg.needs_references and self.refs is None:
@@ -260,23 +264,41 @@ class AttackSuite:
         return out
 
     def _mia_nn(self, seed, split, request, original, models, by_label) -> None:
+        """MIA-NN with ``mia_nn_references`` extra retrained models (other seeds).
+
+        The attack learns to tell the original model's neighbour-class
+        probabilities from those of the first half of the extra retrained
+        models; each row is then scored against the pooled second half, so the
+        oracle row measures the spread between retrained models itself.
+        """
         assert isinstance(request, ClassRequest)
         forgotten = request.classes[0]
         forget = split.forget
-        # a third retrained model (another seed) gives the attack its non-member examples
-        [state] = train_many([(split.retain, seed + 2000)], self.spec, self.recipe, 1)
-        extra = build_model(self.spec)
-        extra.load_state_dict(state)
-        extra.eval()
-        p = {k: self.task.probs(m, forget).numpy() for k, m in models.items()}
-        p["__extra__"] = self.task.probs(extra, forget).numpy()
-        neighbours = mia.nearest_classes(p["original"], forgotten, k=self.cfg.mia_nn_neighbours)
-        feats = {k: mia.mia_nn_features(v, neighbours) for k, v in p.items()}
+        r = self.cfg.mia_nn_references
+        states = train_many(
+            [(split.retain, seed + 2000 + i) for i in range(r)],
+            self.spec,
+            self.recipe,
+            self.cfg.workers,
+        )
+        extra = [self._load(s_) for s_ in states]
+        probs = {k: self.task.probs(m, forget).numpy() for k, m in models.items()}
+        neighbours = mia.nearest_classes(probs["original"], forgotten, k=self.cfg.mia_nn_neighbours)
+        feats = {k: mia.mia_nn_features(v, neighbours) for k, v in probs.items()}
+        extra_feats = [
+            mia.mia_nn_features(self.task.probs(m, forget).numpy(), neighbours) for m in extra
+        ]
+        train_neg = np.concatenate(extra_feats[: r // 2])
+        reference = np.concatenate(extra_feats[r // 2 :])
         for label in models:
-            ref = "retrain" if label == "oracle_noise" else "oracle_noise"
             by_label[label]["mia_nn_auc"] = mia.mia_nn_auc(
-                feats["original"], feats["__extra__"], feats[label], feats[ref], seed=seed
+                feats["original"], train_neg, feats[label], reference, seed=seed
             )
+
+    def _load(self, state) -> torch.nn.Module:
+        m = build_model(self.spec)
+        m.load_state_dict(state)
+        return m.eval()
 
     def _challenge(self, seed, split, request, original, models, by_label) -> None:
         n = self.cfg.challenge_models
