@@ -236,12 +236,7 @@ class AttackSuite:
                 (self.pool.subset(np.delete(h, fp)), seed * 7919 + j)
                 for j, (h, fp) in enumerate(jobs)
             ]
-            states = train_many(data, self.spec, self.recipe, self.cfg.workers)
-            for s in states:
-                m = build_model(self.spec)
-                m.load_state_dict(s)
-                out.append(m.eval())
-            return out
+            return self._train(data)
         for j, (h, fp) in enumerate(jobs):
             ref = refs.model(j)
             if label == "original":
@@ -275,13 +270,7 @@ class AttackSuite:
         forgotten = request.classes[0]
         forget = split.forget
         r = self.cfg.mia_nn_references
-        states = train_many(
-            [(split.retain, seed + 2000 + i) for i in range(r)],
-            self.spec,
-            self.recipe,
-            self.cfg.workers,
-        )
-        extra = [self._load(s_) for s_ in states]
+        extra = self._train([(split.retain, seed + 2000 + i) for i in range(r)])
         probs = {k: self.task.probs(m, forget).numpy() for k, m in models.items()}
         neighbours = mia.nearest_classes(probs["original"], forgotten, k=self.cfg.mia_nn_neighbours)
         feats = {k: mia.mia_nn_features(v, neighbours) for k, v in probs.items()}
@@ -295,45 +284,29 @@ class AttackSuite:
                 feats["original"], train_neg, feats[label], reference, seed=seed
             )
 
-    def _load(self, state) -> torch.nn.Module:
-        m = build_model(self.spec)
-        m.load_state_dict(state)
-        return m.eval()
+    def _train(self, jobs: list[tuple[ArrayData, int]]) -> list[torch.nn.Module]:
+        """Models trained with the scenario's recipe on ``(data, seed)`` jobs, in eval mode."""
+        models = []
+        for state in train_many(jobs, self.spec, self.recipe, self.cfg.workers):
+            m = build_model(self.spec)
+            m.load_state_dict(state)
+            models.append(m.eval())
+        return models
 
     def _challenge(self, seed, split, request, original, models, by_label) -> None:
         n = self.cfg.challenge_models
         forget, retain = split.forget, split.retain
         self.say(f"seed {seed}: challenge score: {n} retrained models")
-        states = train_many(
-            [(retain, seed * 100 + 5000 + i) for i in range(n)],
-            self.spec,
-            self.recipe,
-            self.cfg.workers,
-        )
-        retrained = []
-        for s in states:
-            m = build_model(self.spec)
-            m.load_state_dict(s)
-            retrained.append(m.eval())
+        retrained = self._train([(retain, seed * 100 + 5000 + i) for i in range(n)])
         r_stats = np.stack([_phi(self.task, m, forget) for m in retrained], axis=1)
         acc = lambda m, d: float((self.task.logits(m, d).argmax(1) == d.y).float().mean())  # noqa: E731
         ra_r = np.mean([acc(m, retain) for m in retrained])
         ta_r = np.mean([acc(m, self.test) for m in retrained])
         for label in self.cfg.challenge_rows:
-            if label in ("original",):
+            if label == "original":
                 unl = [original] * n
             elif label in ("retrain", "oracle_noise"):
-                states = train_many(
-                    [(retain, seed * 100 + 9000 + i) for i in range(n)],
-                    self.spec,
-                    self.recipe,
-                    self.cfg.workers,
-                )
-                unl = []
-                for s in states:
-                    m = build_model(self.spec)
-                    m.load_state_dict(s)
-                    unl.append(m.eval())
+                unl = self._train([(retain, seed * 100 + 9000 + i) for i in range(n)])
             else:
                 unl = []
                 for i in range(n):
