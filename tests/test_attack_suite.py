@@ -11,6 +11,7 @@ from unlearn.bench import parse_scenario, run_scenario
 from unlearn.bench.attacks import AttackConfig, AttackSuite
 from unlearn.data import ArrayData, split_request
 from unlearn.errors import ScenarioError, UnlearnError
+from unlearn.methods import UnlearnContext, get_method
 from unlearn.models import build_model
 from unlearn.requests import SampleRequest
 from unlearn.tasks import ClassifierTask, TrainRecipe
@@ -87,16 +88,27 @@ def test_attacks_tell_memorised_from_never_seen(tmp_path):
     oracle = build_model(spec, seed=0)
     task.fit(oracle, split.retain, recipe, 0)
     cfg = AttackConfig(
-        references=8, ulira=["original", "retrain"], rmia=True, workers=1, cache_dir=str(tmp_path)
+        references=8,
+        ulira=["original", "retrain", "ga"],
+        rmia=True,
+        workers=1,
+        cache_dir=str(tmp_path),
     )
-    suite = AttackSuite(cfg, train, test, spec, recipe, task, {}, lambda msg: None)
+    ga = get_method("gradient_ascent", {"epochs": 1, "lr": 1e-4, "optimizer": "adam"})
+    suite = AttackSuite(cfg, train, test, spec, recipe, task, {"ga": ga}, lambda msg: None)
     suite.prepare(seed=0)
-    rows = [{"method": "original", "metrics": {}}, {"method": "retrain", "metrics": {}}]
-    suite.evaluate(0, split, request, original, {"original": original, "retrain": oracle}, rows)
+    rows = [{"method": k, "metrics": {}} for k in ("original", "retrain", "ga")]
+    ctx = UnlearnContext(
+        task=task, split=split, request=request, original=original, seed=0, recipe=recipe
+    )
+    models = {"original": original, "retrain": oracle, "ga": ga.run(original, ctx)[0]}
+    suite.evaluate(0, split, request, original, models, rows)
     m = {r["method"]: r["metrics"] for r in rows}
     assert m["original"]["ulira_auc"] > 80 and m["original"]["rmia_auc"] > 80
     assert m["original"]["ulira_tpr_1fpr"] > m["retrain"]["ulira_tpr_1fpr"]
     assert 30 < m["retrain"]["ulira_auc"] < 70 and 30 < m["retrain"]["rmia_auc"] < 70
+    # a gentle gradient ascent, judged by references that ran it too, still looks memorised
+    assert m["ga"]["ulira_auc"] > 70 and m["ga"]["rmia_auc"] > 70
 
 
 def test_mia_nn_and_challenge_in_a_run(tmp_path):

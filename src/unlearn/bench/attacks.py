@@ -245,17 +245,7 @@ class AttackSuite:
             data = self.pool.subset(h, f"reference-{j}")
             request = SampleRequest(indices=[int(i) for i in fp])
             split = Split(data, fp.astype(np.int64), np.setdiff1d(np.arange(len(h)), fp))
-            ctx = UnlearnContext(
-                task=self.task,
-                split=split,
-                request=request,
-                original=ref,
-                seed=seed * 1000 + j,
-                recipe=self.recipe,
-                model_factory=lambda s: build_model(self.spec, seed=s),
-            )
-            model, _ = self.methods[label].run(ref, ctx)
-            out.append(model)
+            out.append(self._unlearn(label, ref, split, request, seed * 1000 + j))
         return out
 
     def _mia_nn(self, seed, split, request, original, models, by_label) -> None:
@@ -284,6 +274,19 @@ class AttackSuite:
                 feats["original"], train_neg, feats[label], reference, seed=seed
             )
 
+    def _unlearn(self, label: str, model, split: Split, request, seed: int):
+        """Row ``label``'s method applied to ``model`` for ``split`` with ``seed``."""
+        ctx = UnlearnContext(
+            task=self.task,
+            split=split,
+            request=request,
+            original=model,
+            seed=seed,
+            recipe=self.recipe,
+            model_factory=lambda s: build_model(self.spec, seed=s),
+        )
+        return self.methods[label].run(model, ctx)[0]
+
     def _train(self, jobs: list[tuple[ArrayData, int]]) -> list[torch.nn.Module]:
         """Models trained with the scenario's recipe on ``(data, seed)`` jobs, in eval mode."""
         models = []
@@ -308,18 +311,9 @@ class AttackSuite:
             elif label in ("retrain", "oracle_noise"):
                 unl = self._train([(retain, seed * 100 + 9000 + i) for i in range(n)])
             else:
-                unl = []
-                for i in range(n):
-                    ctx = UnlearnContext(
-                        task=self.task,
-                        split=split,
-                        request=request,
-                        original=original,
-                        seed=seed * 100 + i,
-                        recipe=self.recipe,
-                        model_factory=lambda s: build_model(self.spec, seed=s),
-                    )
-                    unl.append(self.methods[label].run(original, ctx)[0])
+                unl = [
+                    self._unlearn(label, original, split, request, seed * 100 + i) for i in range(n)
+                ]
             u_stats = np.stack([_phi(self.task, m, forget) for m in unl], axis=1)
             eps = mia.per_example_epsilon(u_stats, r_stats)
             fq = mia.forget_quality(eps, num_models=n)
