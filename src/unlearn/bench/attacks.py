@@ -30,7 +30,7 @@ import torch
 
 from ..attacks import mia
 from ..attacks.reference import ReferenceSet, train_many, train_references
-from ..data.core import ArrayData, Split
+from ..data.core import ArrayData, Split, split_request
 from ..errors import ScenarioError
 from ..methods.base import Method, UnlearnContext
 from ..models import build_model
@@ -131,6 +131,7 @@ class AttackSuite:
             torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), train.classes, "pool"
         )
         self.refs: ReferenceSet | None = None
+        self.ref_p: np.ndarray | None = None
 
     # -- set-up ---------------------------------------------------------------------
     def validate(self, labels: list[str], is_class: bool) -> None:
@@ -155,6 +156,12 @@ class AttackSuite:
                 seed=seed,
                 cache_dir=Path(self.cfg.cache_dir),
                 workers=self.cfg.workers,
+            )
+        if self.cfg.rmia and self.ref_p is None:
+            # probability of the true label under every reference model: (pool size, K)
+            self.ref_p = np.stack(
+                [_p_true(self.task, self.refs.model(j), self.pool) for j in range(len(self.refs))],
+                axis=1,
             )
 
     # -- per seed -------------------------------------------------------------------------
@@ -191,15 +198,11 @@ class AttackSuite:
         refs = self.refs
         T = np.concatenate([t_forget, t_test])
         data_t, data_z = self.pool.subset(T), self.pool.subset(population)
-        if not hasattr(self, "_ref_p"):
-            self._ref_p = np.stack(
-                [_p_true(self.task, refs.model(j), self.pool) for j in range(len(refs))], axis=1
-            )  # (N, K)
         scores = mia.rmia_scores(
             _p_true(self.task, model, data_t),
-            self._ref_p[T],
+            self.ref_p[T],
             _p_true(self.task, model, data_z),
-            self._ref_p[population],
+            self.ref_p[population],
             ref_in_mask=refs.in_mask[:, T].T,
         )
         m, u = scores[: len(t_forget)], scores[len(t_forget) :]
@@ -242,9 +245,8 @@ class AttackSuite:
             if label == "original":
                 out.append(ref)
                 continue
-            data = self.pool.subset(h, f"reference-{j}")
             request = SampleRequest(indices=[int(i) for i in fp])
-            split = Split(data, fp.astype(np.int64), np.setdiff1d(np.arange(len(h)), fp))
+            split = split_request(self.pool.subset(h, f"reference-{j}"), request)
             out.append(self._unlearn(label, ref, split, request, seed * 1000 + j))
         return out
 
