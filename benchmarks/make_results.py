@@ -24,6 +24,9 @@ SCENARIOS = [
     "mnist1d-random10-attacks",
     "mnist1d-class-trw",
     "digits-certified",
+    "smollm2-fictitious-forget10",
+    "smollm2-lune-vs-full",
+    "smollm2-real-facts",
 ]
 REFERENCE = ("original", "retrain", "oracle_noise")
 
@@ -47,6 +50,8 @@ def checks(name: str, res: dict) -> list[str]:
     summ = {s["method"]: s for s in res["summary"]}
     methods = [s for s in res["summary"] if s["method"] not in REFERENCE]
     lines = []
+    if res.get("kind") == "llm":
+        return llm_checks(name, res, summ, methods)
     if "original" in summ:
         acc = summ["original"]["mean"]["test_acc"]
         lines.append(
@@ -148,6 +153,59 @@ def certified_checks(summ: dict) -> list[str]:
             f"{n['epsilon']:.3f} at delta {n['delta']:g}; removal {speed:.1f}x faster than "
             f"retraining (mean times; {'met' if speed >= 20 else 'NOT met'}, target >= 20x)"
         )
+    return lines
+
+
+def llm_checks(name: str, res: dict, summ: dict, methods: list[dict]) -> list[str]:
+    lines = [f"- whole run: {res['total_seconds'] / 60:.1f} min on this machine"]
+    if "retrain" in summ:
+        mu_o = summ["retrain"]["mean"]["model_utility"]
+        lines.append(
+            f"- oracle model utility {mu_o:.3f}; `oracle_noise` forget quality "
+            f"{summ['oracle_noise']['mean']['forget_quality']:.3g}, `original` forget quality "
+            f"{summ['original']['mean']['forget_quality']:.3g}"
+        )
+        good = []
+        for s in methods:
+            m = s["mean"]
+            ok = m["forget_quality"] >= 0.05 and m["model_utility"] >= 0.95 * mu_o
+            good += [s["method"]] if ok else []
+            lines.append(
+                f"  - `{s['method']}`: forget quality {m['forget_quality']:.3g}, model utility "
+                f"{m['model_utility']:.3f} ({m['model_utility'] / mu_o:.2f}x the oracle's), "
+                f"forget answers right {m['forget_answer_acc']:.0f} %: "
+                f"{'both targets met' if ok else 'not both'}"
+            )
+        if name == "smollm2-fictitious-forget10":
+            lines.append(
+                "- target (forget quality >= 0.05 and utility >= 0.95x the oracle's): "
+                + (f"met by {', '.join(f'`{g}`' for g in good)}" if good else "NOT met")
+            )
+    if name == "smollm2-lune-vs-full" and {"lune", "lune-full"} <= set(summ):
+        lo, fu = summ["lune"]["mean"], summ["lune-full"]["mean"]
+        ratio = fu["train_state_mb"] / lo["train_state_mb"]
+        lines += [
+            f"- forget answers right: LUNE {lo['forget_answer_acc']:.0f} %, full fine-tuning "
+            f"{fu['forget_answer_acc']:.0f} % (original "
+            f"{summ['original']['mean']['forget_answer_acc']:.0f} %)",
+            f"- training-state memory (gradients + AdamW moments): LUNE "
+            f"{lo['train_state_mb']:.1f} MB, full {fu['train_state_mb']:.0f} MB: {ratio:.0f}x "
+            f"less (target >= 20x): {'met' if ratio >= 20 else 'NOT met'}; process peak "
+            f"{lo['peak_mem_mb']:.0f} MB vs {fu['peak_mem_mb']:.0f} MB",
+            f"- wall time to the target: LUNE {lo['seconds']:.0f} s ({lo['steps']:.0f} steps), "
+            f"full {fu['seconds']:.0f} s ({fu['steps']:.0f} steps): "
+            f"{'met' if lo['seconds'] < fu['seconds'] else 'NOT met'} (target: less)",
+        ]
+    if name == "smollm2-real-facts":
+        base = summ["original"]["mean"]["retain_answer_acc"]
+        for s in methods:
+            m = s["mean"]
+            ok = m["forget_answer_acc"] <= 10 and m["retain_answer_acc"] >= base - 5
+            lines.append(
+                f"- `{s['method']}`: forgotten facts answered right {m['forget_answer_acc']:.1f} "
+                f"% (target <= 10), retained {m['retain_answer_acc']:.1f} % vs the original's "
+                f"{base:.1f} % (target within 5 points): {'met' if ok else 'NOT met'}"
+            )
     return lines
 
 

@@ -42,9 +42,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .bench import parse_scenario, run_scenario, write_outputs
-    from .bench.scenario import read_scenario_file
+    from .bench.scenario import LLM_SCENARIO, read_scenario_file
 
-    raw, path = read_scenario_file(args.scenario)
+    if args.llm and args.scenario is not None:
+        raise UnlearnError("give either a scenario file or --llm, not both")
+    raw, path = read_scenario_file(LLM_SCENARIO if args.llm else args.scenario)
     seeds = _parse_seeds(args.seeds)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -55,6 +57,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if seeds is not None:
             raw = {**raw, "seeds": seeds}
         results = run_certified(raw, progress=None if args.quiet else _echo)
+    elif raw.get("kind") == "llm":
+        from .bench.llm import run_llm
+
+        if seeds is not None:
+            raw = {**raw, "seeds": seeds}
+        results = run_llm(raw, progress=None if args.quiet else _echo, source=str(path))
     else:
         scenario = parse_scenario(raw, str(path), path.parent)
         if seeds is not None:
@@ -116,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="results/default", help="output folder (default: %(default)s)")
     b.add_argument("--seeds", default=None, help="override the scenario's seeds, e.g. 0,1,2")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument(
+        "--llm",
+        action="store_true",
+        help="run the built-in LLM scenario (SmolLM2, real facts) instead of the default",
+    )
     t = sub.add_parser("train", help="train a scenario's original model and save a checkpoint")
     t.add_argument("scenario", nargs="?", default=None)
     t.add_argument("--seed", type=int, default=0)

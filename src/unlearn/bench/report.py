@@ -32,7 +32,18 @@ TABLE_METRICS = (
     ("ulira_tpr_1fpr", "U-LiRA TPR@1%FPR", 2),
     ("rmia_auc", "RMIA AUC", 2),
     ("mia_nn_auc", "MIA-NN AUC", 2),
+    ("forget_answer_acc", "Forget answer acc", 1),
+    ("retain_answer_acc", "Retain answer acc", 1),
+    ("world_answer_acc", "World answer acc", 1),
+    ("forget_rouge", "Forget ROUGE-L", 3),
+    ("retain_rouge", "Retain ROUGE-L", 3),
+    ("forget_prob", "Forget prob", 3),
+    ("verbmem_forget", "VerbMem", 3),
+    ("model_utility", "Model utility", 3),
     ("forget_quality", "Forget quality", 3),
+    ("mink_auc", "Min-K% AUC", 1),
+    ("privleak", "PrivLeak", 1),
+    ("fluency_ppl", "Fluency PPL", 1),
     ("challenge_score", "Challenge score", 3),
     ("epsilon", "epsilon", 3),
     ("residual_bound", "Residual bound", None),
@@ -40,6 +51,8 @@ TABLE_METRICS = (
     ("js_to_oracle", "JS to oracle", 4),
     ("avg_gap", "Avg.Gap", 2),
     ("seconds", "Seconds", None),
+    ("train_state_mb", "Train state MB", None),
+    ("peak_mem_mb", "Peak MB", None),
     ("time_vs_oracle", "Time / oracle", 3),
 )
 
@@ -78,12 +91,62 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _llm_plots(results: dict, folder: Path) -> list[str]:
+    """Forget quality (log) against model utility; without an oracle (real facts), forget
+    against retain answer accuracy."""
+    import matplotlib.pyplot as plt
+
+    summ = results["summary"]
+    fq = any("forget_quality" in s["mean"] for s in summ)
+    xk, yk = (
+        ("model_utility", "forget_quality") if fq else ("retain_answer_acc", "forget_answer_acc")
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    colors = plt.get_cmap("tab20")
+    for i, s in enumerate(summ):
+        m, sd = s["mean"], s["std"]
+        if xk not in m or yk not in m:
+            continue
+        marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(s["method"], "o")
+        ax.errorbar(
+            m[xk],
+            max(m[yk], 1e-12) if fq else m[yk],
+            xerr=sd[xk],
+            yerr=None if fq else sd[yk],
+            fmt=marker,
+            capsize=3,
+            color=colors(i % 20),
+            label=s["method"],
+            markersize=9 if marker == "*" else 6,
+        )
+    if fq:
+        ax.axhline(0.05, color="k", lw=1, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("model utility (harmonic mean, higher is better)")
+        ax.set_ylabel("forget quality (KS p-value vs oracle, log)")
+        name = "forget_quality_vs_utility.png"
+    else:
+        ax.axhline(10, color="k", lw=1, ls="--")
+        ax.set_xlabel("retained facts answered right (%)")
+        ax.set_ylabel("forgotten facts answered right (%)")
+        name = "forget_vs_retain_answers.png"
+    ax.set_title(results["scenario_name"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
 def _plots(results: dict, folder: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if results.get("kind") == "llm":
+        return _llm_plots(results, folder)
     names = []
     summ = results["summary"]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))

@@ -29,7 +29,7 @@ from ..requests import ForgetRequest, request_from_dict
 from ..tasks.classifier import TrainRecipe
 from .attacks import AttackConfig
 
-__all__ = ["Scenario", "MethodEntry", "load_scenario", "DEFAULT_SCENARIO"]
+__all__ = ["Scenario", "MethodEntry", "load_scenario", "DEFAULT_SCENARIO", "LLM_SCENARIO"]
 
 _KEYS = {
     "name",
@@ -49,6 +49,8 @@ _KEYS = {
 REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "mnist1d-random10.yaml"
+#: The built-in language-model scenario (``unlearn bench --llm``).
+LLM_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "smollm2-real-facts.yaml"
 
 
 @dataclass

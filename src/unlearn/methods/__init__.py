@@ -34,6 +34,8 @@ _MODULES = (
     "influence",
     "amun",
     "trw",
+    "llm.baselines",
+    "llm.lune",
 )
 _loaded = False
 

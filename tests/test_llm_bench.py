@@ -1,0 +1,154 @@
+"""The ``kind: llm`` benchmark end to end on a tiny random Llama, and its input checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unlearn.bench.llm import LMEvaluator, known_facts, parse_llm, replacement_answers, run_llm
+from unlearn.data.fictitious import make_fictitious, world_knowledge
+from unlearn.errors import ScenarioError, UnlearnError
+
+TINY = {
+    "name": "tiny-fictitious",
+    "kind": "llm",
+    "model": {"name": "tiny", "hidden": 64, "layers": 2},
+    "data": {"people": 6, "per_person": 3, "holdout_people": 2, "seed": 0},
+    "forget": {"fraction": 0.2},
+    "recipe": {"epochs": 20, "lr": 3e-3, "batch_size": 8, "lora_rank": 0},
+    "eval": {"retain_items": 4, "max_new_tokens": 8},
+    "seeds": [0],
+    "cache_dir": None,
+    "methods": [
+        {"name": "llm_ga", "steps": 3, "lr": 1e-3},
+        {"label": "lune-r4", "name": "lune", "steps": 3, "lr": 1e-2, "lora_rank": 4},
+    ],
+}
+
+REQUIRED = (
+    "forget_quality",
+    "model_utility",
+    "forget_rouge",
+    "retain_rouge",
+    "forget_answer_acc",
+    "retain_answer_acc",
+    "privleak",
+    "seconds",
+)
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_llm(TINY)
+
+
+def test_llm_results_layout(results):
+    labels = [s["method"] for s in results["summary"]]
+    assert labels == ["original", "retrain", "oracle_noise", "llm_ga", "lune-r4"]
+    for row in results["rows"]:
+        for key in REQUIRED:
+            assert key in row["metrics"], (row["method"], key)
+        if row["method"] in ("llm_ga", "lune-r4"):
+            assert "peak_mem_mb" in row["metrics"] and "train_state_mb" in row["metrics"]
+    retrain = next(r for r in results["rows"] if r["method"] == "retrain")["metrics"]
+    assert retrain["forget_quality"] == 1.0 and retrain["privleak"] == 0.0
+    lune = next(r for r in results["rows"] if r["method"] == "lune-r4")["metrics"]
+    ga = next(r for r in results["rows"] if r["method"] == "llm_ga")["metrics"]
+    assert lune["train_state_mb"] < ga["train_state_mb"] / 5
+    json.dumps(results)  # serialisable as results.json
+
+
+def test_forget_quality_separates_the_original_from_the_oracle(results):
+    by = {s["method"]: s["mean"] for s in results["summary"]}
+    # the tiny model memorises its people: the original's forget truth ratios and
+    # membership scores differ from the model that never saw the forgotten people
+    assert by["original"]["forget_prob"] > by["retrain"]["forget_prob"]
+    assert by["original"]["mink_auc"] > by["retrain"]["mink_auc"]
+    assert by["original"]["privleak"] > 0
+
+
+def test_llm_report_is_written(results, tmp_path):
+    from unlearn.bench.report import write_outputs
+
+    out = write_outputs(results, tmp_path / "r")
+    md = (out / "report.md").read_text()
+    assert "Forget quality" in md and "Model utility" in md
+    assert (out / "forget_quality_vs_utility.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": {"name": "gpt5"}}, "model name"),
+        ({"benchmark": "tofu"}, "benchmark"),
+        ({"forget": {"fraction": 1.5}}, "fraction"),
+        ({"methods": [{"name": "salun"}]}, "not a language-model method"),
+        ({"methods": [{"name": "llm_npo", "epochs": 2}]}, "unknown option"),
+        ({"methods": [{"name": "llm_ga", "label": "retrain"}]}, "reserved"),
+        ({"surprise": 1}, "unknown key"),
+        ({"eval": {"retain": 3}}, "unknown eval key"),
+        ({"data": {"persons": 3}}, "unknown data key"),
+        ({"seeds": []}, "seeds"),
+    ],
+)
+def test_bad_llm_scenarios_are_named(change, message):
+    with pytest.raises((ScenarioError, UnlearnError), match=message):
+        parse_llm({**TINY, **change})
+
+
+def test_replacement_answers_swap_the_fact_for_another_value():
+    facts = make_fictitious(6, 3, seed=1)
+    forget = [it for it in facts.items if it.person_id == facts.people[0].id]
+    pool = [it for it in facts.items if it.person_id != facts.people[0].id]
+    kinds = {it.kind for it in pool}
+    swapped = 0
+    for it, (q, neg) in zip(forget, replacement_answers(forget, pool), strict=True):
+        assert q == it.question and it.key.lower() not in neg.lower() and neg != it.answer
+        if it.kind in kinds:  # same sentence, another value of the same attribute
+            swapped += 1
+            assert neg.split()[:2] == it.answer.split()[:2]
+        else:  # no other value known: a refusal
+            assert "know" in neg or "answer" in neg or "information" in neg or "sure" in neg
+    assert swapped >= 1
+
+
+def test_known_facts_keeps_only_facts_answered_right():
+    class Echo:
+        """A stand-in task whose 'model' answers the capital questions right."""
+
+        def generate(self, model, qs, new, bs):
+            return ["Paris" if "France" in q else "no idea" for q in qs]
+
+    world = world_knowledge()
+    kept = known_facts(Echo(), None, world, {"max_new_tokens": 4, "batch_size": 4})
+    assert [it.key for it in kept] == ["Paris"]
+    assert LMEvaluator is not None
+
+
+def test_shipped_llm_scenarios_parse():
+    from pathlib import Path
+
+    import yaml
+
+    from unlearn.bench.scenario import LLM_SCENARIO
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    for path in [LLM_SCENARIO, *sorted(root.glob("smollm2-*.yaml"))]:
+        sc = parse_llm(yaml.safe_load(path.read_text()), str(path))
+        assert sc.model["name"] == "smollm2" and sc.methods
+
+
+def test_cli_runs_an_llm_scenario_and_refuses_two_scenarios(tmp_path, capsys):
+    import yaml
+
+    from unlearn.cli import main
+
+    path = tmp_path / "tiny.yaml"
+    small = {**TINY, "methods": [{"name": "llm_simnpo", "steps": 2}], "seeds": [3]}
+    path.write_text(yaml.safe_dump(small))
+    assert main(["bench", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["seeds"] == [3] and res["kind"] == "llm"
+    assert main(["bench", str(path), "--llm", "--out", str(tmp_path / "o2")]) == 2
+    assert "not both" in capsys.readouterr().err
