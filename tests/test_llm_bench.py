@@ -90,6 +90,10 @@ def test_llm_report_is_written(results, tmp_path):
         ({"eval": {"retain": 3}}, "unknown eval key"),
         ({"data": {"persons": 3}}, "unknown data key"),
         ({"seeds": []}, "seeds"),
+        ({"eval": {"mink": 0}}, "mink"),
+        ({"eval": {"perturbed": 0}}, "perturbed"),
+        ({"model": {"name": "tiny", "width": 3}}, "unknown model key"),
+        ({"model": {"name": "smollm2", "layers": 3}}, "unknown model key"),
     ],
 )
 def test_bad_llm_scenarios_are_named(change, message):
@@ -152,3 +156,22 @@ def test_cli_runs_an_llm_scenario_and_refuses_two_scenarios(tmp_path, capsys):
     assert res["seeds"] == [3] and res["kind"] == "llm"
     assert main(["bench", str(path), "--llm", "--out", str(tmp_path / "o2")]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_finetuned_models_are_cached_as_adapters(tmp_path):
+    from unlearn.bench.llm import finetuned, load_base
+    from unlearn.tasks.causal_lm import CausalLMTask, LMRecipe
+
+    facts = make_fictitious(4, 2, seed=2)
+    pairs = [(it.question, it.answer) for it in facts.items]
+    texts = [t for p in pairs for t in p]
+    base, tok, ident = load_base({"name": "tiny", "hidden": 32}, texts, None)
+    task = CausalLMTask(tok)
+    recipe = LMRecipe(epochs=2, lr=3e-3, lora_rank=4, lora_targets=("q_proj", "v_proj"))
+    a, sec_a, hit_a = finetuned(task, base, ident, pairs, recipe, 0, tmp_path)
+    b, sec_b, hit_b = finetuned(task, base, ident, pairs, recipe, 0, tmp_path)
+    assert (hit_a, hit_b) == (False, True) and sec_a == pytest.approx(sec_b)
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert (v - w).abs().max() < 1e-6, k
+    c, _, hit_c = finetuned(task, base, ident, pairs[1:], recipe, 0, tmp_path)  # other data
+    assert not hit_c and len(list(tmp_path.glob("lm-adapter-*.safetensors"))) == 2

@@ -174,6 +174,20 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     if set(ev) - set(_EVAL):
         raise fail(f"unknown eval key(s) {sorted(set(ev) - set(_EVAL))}")
     ev = {**_EVAL, **ev}
+    for key in ("retain_items", "max_new_tokens", "batch_size", "perturbed"):
+        if type(ev[key]) is not int or ev[key] < 1:
+            raise fail(f"eval {key} must be a positive integer, got {ev[key]!r}")
+    if (
+        isinstance(ev["mink"], bool)
+        or not isinstance(ev["mink"], int | float)
+        or not (0 < ev["mink"] <= 1)
+    ):
+        raise fail(f"eval mink must be a fraction in (0, 1], got {ev['mink']!r}")
+    extra = set(model) - (
+        {"name", "hidden", "layers", "vocab_size"} if model["name"] == "tiny" else {"name"}
+    )
+    if extra:
+        raise fail(f"unknown model key(s) {sorted(extra)} for model {model['name']!r}")
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
         raise fail("seeds must be a non-empty list of integers")
@@ -214,15 +228,17 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
 
 
 # ---------------------------------------------------------------------- models
-def load_base(spec: dict, texts: list[str], cache_dir: str | None):
-    """The pretrained base model and tokenizer of a scenario."""
-    from ..models.hf import load_smollm2, tiny_llama, tiny_tokenizer
+def load_base(spec: dict, texts: list[str], cache_dir: str | None, device: str = "cpu"):
+    """The pretrained base model, its tokenizer and what identifies them (for cache keys)."""
+    from ..models.hf import load_smollm2, smollm2_identity, tiny_llama, tiny_tokenizer
 
     if spec["name"] == "smollm2":
-        return load_smollm2(cache_dir=cache_dir)
+        model, tok = load_smollm2(cache_dir=cache_dir, device=device)
+        return model, tok, {"smollm2": smollm2_identity()}
     opts = {k: v for k, v in spec.items() if k != "name"}
     tok = tiny_tokenizer(texts, vocab_size=int(opts.pop("vocab_size", 400)))
-    return tiny_llama(tok, **opts), tok
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    return tiny_llama(tok, **opts).to(device), tok, {"tiny": spec, "texts": digest}
 
 
 def _item_texts(items: list[QAItem]) -> list[str]:
@@ -318,12 +334,15 @@ class LMEvaluator:
             out["model_utility"] = M.model_utility(parts)
         forget = self.sets["forget"]
         # verbatim memorisation: continue the first half of each forget answer
-        halves = [it.answer.split() for it in forget]
-        cut = [max(1, len(w) // 2) for w in halves]
-        prefixes = [" ".join(w[:c]) for w, c in zip(halves, cut, strict=True)]
-        rests = [" ".join(w[c:]) or w[-1] for w, c in zip(halves, cut, strict=True)]
-        cont = t.generate(model, [it.question for it in forget], new, bs, prefixes=prefixes)
-        out["verbmem_forget"] = M.mean_rouge_l_recall(rests, cont)
+        # (answers of one word have no second half and are left out)
+        long = [it for it in forget if len(it.answer.split()) >= 2]
+        if long:
+            halves = [it.answer.split() for it in long]
+            cut = [len(w) // 2 for w in halves]
+            prefixes = [" ".join(w[:c]) for w, c in zip(halves, cut, strict=True)]
+            rests = [" ".join(w[c:]) for w, c in zip(halves, cut, strict=True)]
+            cont = t.generate(model, [it.question for it in long], new, bs, prefixes=prefixes)
+            out["verbmem_forget"] = M.mean_rouge_l_recall(rests, cont)
         if self.holdout:
             pairs_f = [(it.question, it.answer) for it in forget]
             pairs_h = [(it.question, it.answer) for it in self.holdout]
@@ -352,33 +371,52 @@ class LMEvaluator:
         self.oracle_auc = metrics.get("mink_auc")
 
 
-def _cache_key(spec: dict, pairs: list, recipe: LMRecipe, seed: int, system) -> str:
-    blob = json.dumps([spec, pairs, asdict(recipe), seed, system], sort_keys=True, default=str)
+def _cache_key(base_id: dict, task: CausalLMTask, pairs: list, recipe: LMRecipe, seed: int) -> str:
+    import peft
+    import transformers
+
+    blob = json.dumps(
+        [
+            base_id,
+            task.tokenizer.chat_template,
+            task.system_prompt,
+            pairs,
+            asdict(recipe),
+            seed,
+            transformers.__version__,
+            peft.__version__,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def finetuned(
     task: CausalLMTask,
     base,
-    spec: dict,
+    base_id: dict,
     pairs: list,
     recipe: LMRecipe,
     seed: int,
     cache_dir: str | None,
 ) -> tuple[torch.nn.Module, float, bool]:
     """``base`` fine-tuned on ``pairs``: ``(model, seconds, from_cache)``. With a LoRA recipe
-    the adapter tensors are cached (safetensors) and merged again on later runs."""
+    the adapter tensors are cached (safetensors, with the training seconds in the file's
+    metadata) and merged again on later runs; the key covers the base model, tokenizer
+    template, system prompt, pairs, recipe, seed and library versions."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     path = None
     if cache_dir is not None and recipe.lora_rank > 0:
-        path = (
-            Path(cache_dir)
-            / f"lm-adapter-{_cache_key(spec, pairs, recipe, seed, task.system_prompt)}.safetensors"
-        )
+        key = _cache_key(base_id, task, pairs, recipe, seed)
+        path = Path(cache_dir) / f"lm-adapter-{key}.safetensors"
         if path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                seconds = float((f.metadata() or {}).get("seconds", "nan"))
             model = task.apply_adapter(copy.deepcopy(base), recipe, load_file(str(path)))
-            return model, float("nan"), True
+            return model, seconds, True
     t0 = time.perf_counter()
     state: dict = {}
     model, _ = task.finetune(copy.deepcopy(base), pairs, recipe, seed, adapter_out=state)
@@ -386,7 +424,11 @@ def finetuned(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(tmp),
+            metadata={"seconds": repr(seconds)},
+        )
         tmp.replace(path)
     return model, seconds, False
 
@@ -419,7 +461,7 @@ def run_llm(
         facts = None
         candidates = real_facts()
         texts = _item_texts(candidates + world)
-    base, tok = load_base(sc.model, texts, sc.cache_dir)
+    base, tok, base_id = load_base(sc.model, texts, sc.cache_dir, sc.device)
     task = CausalLMTask(tok, sc.device, system_prompt=sc.system_prompt)
     if facts is None:
         known = known_facts(task, base, candidates, sc.eval)
@@ -463,16 +505,16 @@ def run_llm(
             all_pairs = [(it.question, it.answer) for it in train_items]
             retain_pairs = [(it.question, it.answer) for it in retain]
             original, o_sec, cached = finetuned(
-                task, base, sc.model, all_pairs, sc.recipe, seed, sc.cache_dir
+                task, base, base_id, all_pairs, sc.recipe, seed, sc.cache_dir
             )
             tick(f"seed {seed}: original fine-tuned" + (" (cached)" if cached else ""))
             oracle, r_sec, _ = finetuned(
-                task, base, sc.model, retain_pairs, sc.recipe, seed, sc.cache_dir
+                task, base, base_id, retain_pairs, sc.recipe, seed, sc.cache_dir
             )
             noise, n_sec, _ = finetuned(
                 task,
                 base,
-                sc.model,
+                base_id,
                 retain_pairs,
                 sc.recipe,
                 seed + sc.noise_seed_offset,

@@ -274,9 +274,9 @@ def loss_scores(token_logprobs: Sequence[np.ndarray]) -> np.ndarray:
 def zlib_scores(token_logprobs: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
     """zlib-ratio attack score per sequence (Carlini et al. 2021), higher = member.
 
-    The attack ranks by total NLL divided by the zlib entropy of the text (the length in bytes
-    of ``zlib.compress(text.encode("utf-8"))``), low meaning member. The returned score is
-    its negative, -(NLL_total / zlib_bytes) = sum(token log-probs) / zlib_bytes.
+    The attack ranks by the log-perplexity (mean token NLL) divided by the zlib entropy of
+    the text (the length in bytes of ``zlib.compress(text.encode("utf-8"))``), low meaning
+    member. The returned score is its negative, mean(token log-probs) / zlib_bytes.
     """
     seqs = _sequences(token_logprobs)
     _same_length(seqs, texts, "token_logprobs", "texts")
@@ -284,7 +284,7 @@ def zlib_scores(token_logprobs: Sequence[np.ndarray], texts: Sequence[str]) -> n
     for i, (a, text) in enumerate(zip(seqs, texts, strict=True)):
         if not isinstance(text, str):
             raise ValueError(f"texts[{i}] must be a string, got {type(text).__name__}")
-        out.append(float(np.sum(a)) / len(zlib.compress(text.encode("utf-8"))))
+        out.append(float(np.mean(a)) / len(zlib.compress(text.encode("utf-8"))))
     return np.array(out)
 
 

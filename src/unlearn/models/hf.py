@@ -27,6 +27,7 @@ from ..errors import MissingDependencyError, UnlearnError
 __all__ = [
     "SMOLLM2_PACKAGE",
     "smollm2_gguf_path",
+    "smollm2_identity",
     "load_smollm2",
     "tiny_tokenizer",
     "tiny_llama",
@@ -72,6 +73,12 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def smollm2_identity() -> dict:
+    """What identifies the installed SmolLM2 weights: GGUF file name, size, package version."""
+    gguf = smollm2_gguf_path()
+    return {"gguf": gguf.name, "bytes": gguf.stat().st_size, "version": md.version(SMOLLM2_PACKAGE)}
+
+
 def load_smollm2(cache_dir: str | Path | None = ".cache/unlearn", device: str = "cpu"):
     """SmolLM2-135M-Instruct in float32 and its tokenizer: ``(model, tokenizer)``.
 
@@ -83,7 +90,7 @@ def load_smollm2(cache_dir: str | Path | None = ".cache/unlearn", device: str = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
-    key = {"gguf": gguf.name, "bytes": gguf.stat().st_size, "version": md.version(SMOLLM2_PACKAGE)}
+    key = smollm2_identity()
     cached = None
     if cache_dir is not None:
         cached = Path(cache_dir) / f"smollm2-f32-{gguf.stat().st_size}"

@@ -217,13 +217,15 @@ class LMMethod(Method):
                     return True
                 return False
 
-            steps = ctx.task.train_loop(
-                work, step_loss, cfg.steps, cfg.lr, cfg.weight_decay, 0, cfg.grad_clip, stop
-            )
+            try:
+                steps = ctx.task.train_loop(
+                    work, step_loss, cfg.steps, cfg.lr, cfg.weight_decay, 0, cfg.grad_clip, stop
+                )
+            finally:
+                self._ref_model = None  # never keep a reference to the caller's model
             if cfg.lora_rank > 0 and cfg.merge:
                 work = work.merge_and_unload()
             seconds = time.perf_counter() - t0 - probe_seconds
-        self._ref_model = None
         work.eval()
         for p in work.parameters():
             p.requires_grad_(False)
