@@ -181,7 +181,7 @@ def llm_checks(name: str, res: dict, summ: dict, methods: list[dict]) -> list[st
                 "- target (forget quality >= 0.05 and utility >= 0.95x the oracle's): "
                 + (f"met by {', '.join(f'`{g}`' for g in good)}" if good else "NOT met")
             )
-    if name == "smollm2-lune-vs-full" and {"lune", "lune-full"} <= set(summ):
+    if {"lune", "lune-full"} <= set(summ):
         lo, fu = summ["lune"]["mean"], summ["lune-full"]["mean"]
         ratio = fu["train_state_mb"] / lo["train_state_mb"]
         lines += [
