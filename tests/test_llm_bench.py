@@ -175,3 +175,26 @@ def test_finetuned_models_are_cached_as_adapters(tmp_path):
         assert (v - w).abs().max() < 1e-6, k
     c, _, hit_c = finetuned(task, base, ident, pairs[1:], recipe, 0, tmp_path)  # other data
     assert not hit_c and len(list(tmp_path.glob("lm-adapter-*.safetensors"))) == 2
+
+
+def test_real_facts_flow_without_an_oracle(monkeypatch, tmp_path):
+    import unlearn.bench.llm as bench
+    from unlearn.bench.report import write_outputs
+    from unlearn.data.real_facts import real_facts
+
+    raw = {
+        **TINY,
+        "benchmark": "real_facts",
+        "forget": {"fraction": 0.3},
+        "methods": [{"name": "llm_graddiff", "steps": 2, "lr": 1e-3}],
+    }
+    raw.pop("data")
+    with pytest.raises(UnlearnError, match="real facts right"):
+        bench.run_llm(raw)  # a random tiny model knows none of them
+    monkeypatch.setattr(bench, "known_facts", lambda task, model, items, ev: real_facts()[:10])
+    res = bench.run_llm(raw)
+    assert [s["method"] for s in res["summary"]] == ["original", "llm_graddiff"]
+    m = res["rows"][0]["metrics"]
+    assert "forget_quality" not in m and "world_answer_acc" in m and "model_utility" in m
+    out = write_outputs(res, tmp_path / "rf")
+    assert (out / "forget_vs_retain_answers.png").is_file()
