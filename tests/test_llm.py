@@ -238,3 +238,25 @@ def test_lm_methods_refuse_wrong_inputs(ctx, trained):
         get_method("llm_ga").run(trained, cls)
     with pytest.raises(UnlearnError, match="beta"):
         get_method("llm_npo", beta=0.0).run(trained, ctx)
+
+
+def test_unlearn_lm_api(tok, trained, ctx, task):
+    import unlearn
+
+    before = _state(trained)
+    out, rec = unlearn.unlearn_lm(
+        "llm_npo",
+        trained,
+        tok,
+        ctx.forget,
+        ctx.retain,
+        seed=0,
+        config={"steps": 3, "lr": 3e-3, "lora_rank": 4},
+    )
+    assert rec.method == "llm_npo" and rec.steps == 3
+    assert all(torch.equal(v, before[k]) for k, v in _state(trained).items())
+    assert task.score(out, ctx.forget).means.mean() < task.score(trained, ctx.forget).means.mean()
+    with pytest.raises(UnlearnError, match="question, answer"):
+        unlearn.unlearn_lm("llm_ga", trained, tok, ["just a string"])
+    with pytest.raises(UnlearnError, match="not a language-model method"):
+        unlearn.unlearn_lm("salun", trained, tok, ctx.forget)

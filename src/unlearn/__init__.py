@@ -8,7 +8,7 @@ Quick start::
 
 from __future__ import annotations
 
-from .api import train_classifier, unlearn
+from .api import train_classifier, unlearn, unlearn_lm
 from .data import ArrayData, load_dataset
 from .errors import UnlearnError
 from .io import load_model, save_model
@@ -36,5 +36,6 @@ __all__ = [
     "save_model",
     "train_classifier",
     "unlearn",
+    "unlearn_lm",
     "__version__",
 ]

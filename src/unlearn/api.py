@@ -1,4 +1,5 @@
-"""The Python API: unlearn part of a classifier's training data in one call."""
+"""The Python API: unlearn part of a classifier's training data, or facts from a causal LM,
+in one call."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .methods.base import MethodConfig, RunRecord, UnlearnContext, get_method
 from .requests import ForgetRequest
 from .tasks.classifier import ClassifierTask, TrainRecipe
 
-__all__ = ["unlearn", "train_classifier"]
+__all__ = ["unlearn", "unlearn_lm", "train_classifier"]
 
 
 def unlearn(
@@ -77,3 +78,57 @@ def train_classifier(
         torch.manual_seed(seed)
         ClassifierTask(data.num_classes, device).fit(model, data, recipe, seed)
     return model
+
+
+def unlearn_lm(
+    method: str,
+    model: nn.Module,
+    tokenizer,
+    forget: list[tuple[str, str]],
+    retain: list[tuple[str, str]] | None = None,
+    *,
+    seed: int = 0,
+    config: dict | MethodConfig | None = None,
+    negatives: list[tuple[str, str]] | None = None,
+    system_prompt: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, RunRecord]:
+    """Make a causal LM forget question-answer pairs with the LM method named ``method``.
+
+    ``forget`` and ``retain`` are ``(question, answer)`` pairs, rendered with the
+    tokenizer's chat template; ``negatives`` pairs each forget question with a
+    replacement answer (LUNE's ``negatives: replace``). ``model`` is never
+    modified; returns the unlearned model and its record.
+    """
+    from .methods.llm.base import LMUnlearnContext
+    from .tasks.causal_lm import CausalLMTask
+
+    if not isinstance(model, nn.Module):
+        raise UnlearnError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, pairs in (
+        ("forget", forget),
+        ("retain", retain or []),
+        ("negatives", negatives or []),
+    ):
+        bad = [
+            p
+            for p in pairs
+            if not (
+                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+            )
+        ]
+        if bad:
+            raise UnlearnError(f"{name} must hold (question, answer) string pairs, got {bad[0]!r}")
+    runner = get_method(method, config)
+    if "causal_lm" not in runner.families:
+        raise UnlearnError(f"method {method!r} is not a language-model method")
+    task = CausalLMTask(tokenizer, device, system_prompt=system_prompt)
+    ctx = LMUnlearnContext(
+        task,
+        [tuple(p) for p in forget],
+        [tuple(p) for p in (retain or [])],
+        model,
+        seed,
+        negatives=[tuple(p) for p in negatives] if negatives is not None else None,
+    )
+    return runner.run(model, ctx)
