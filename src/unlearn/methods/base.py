@@ -226,7 +226,11 @@ class Method:
         else:
             steps = out
         work.eval()
-        record = RunRecord(
+        return work, self._record(seconds, mem, steps)
+
+    def _record(self, seconds: float, mem: PeakMemory, steps: int) -> RunRecord:
+        """The run record of this method's run (its config and ``self._extra`` included)."""
+        return RunRecord(
             method=self.name,
             seconds=seconds,
             peak_mem_mb=mem.cuda_mb if mem.cuda_mb is not None else mem.peak_mb,
@@ -235,7 +239,6 @@ class Method:
             config=dataclasses.asdict(self.config),
             extra=self._extra,
         )
-        return work, record
 
     # -- helpers shared by methods -----------------------------------------------
     @staticmethod

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -235,16 +234,7 @@ class LMMethod(Method):
             probe_seconds=probe_seconds,
             reached_target_at=reached[0] if reached else None,
         )
-        record = RunRecord(
-            method=self.name,
-            seconds=seconds,
-            peak_mem_mb=mem.cuda_mb if mem.cuda_mb is not None else mem.peak_mb,
-            steps=int(steps),
-            touched=self.touched(),
-            config=dataclasses.asdict(self.config),
-            extra=self._extra,
-        )
-        return work, record
+        return work, self._record(seconds, mem, steps)
 
 
 def check_config(cfg: LMConfig, **positive: float) -> None:
