@@ -62,6 +62,10 @@ class LMUnlearnContext:
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + offset)
 
+    def refusal(self, i: int) -> str:
+        """The refusal answer used for forget pair ``i`` (a fixed spread over ``refusals``)."""
+        return self.refusals[(i * 7 + 3) % len(self.refusals)]
+
 
 @dataclass(frozen=True)
 class LMConfig(MethodConfig):

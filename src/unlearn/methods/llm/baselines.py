@@ -122,10 +122,7 @@ class LMIdkPO(LMMethod):
 
     def loss(self, model: nn.Module, forget, retain, ctx):
         pairs = _pairs(ctx, forget)
-        idk = [
-            (q, ctx.refusals[(i * 7 + 3) % len(ctx.refusals)])
-            for (q, _), i in zip(pairs, forget, strict=True)
-        ]
+        idk = [(q, ctx.refusal(i)) for (q, _), i in zip(pairs, forget, strict=True)]
         chosen, _ = self.seq(model, idk)
         rejected, _ = self.seq(model, pairs)
         loss = losses.dpo(

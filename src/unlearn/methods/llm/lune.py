@@ -55,7 +55,5 @@ class LUNE(LMMethod):
         if self.config.negatives == "replace":
             neg = [ctx.negatives[i] for i in forget]
         else:
-            neg = [
-                (ctx.forget[i][0], ctx.refusals[(i * 7 + 3) % len(ctx.refusals)]) for i in forget
-            ]
+            neg = [(ctx.forget[i][0], ctx.refusal(i)) for i in forget]
         return losses.nll(*self.seq(model, neg)) + self.retain_nll(model, retain)
