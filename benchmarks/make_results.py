@@ -160,21 +160,33 @@ def llm_checks(name: str, res: dict, summ: dict, methods: list[dict]) -> list[st
     lines = [f"- whole run: {res['total_seconds'] / 60:.1f} min on this machine"]
     if "retrain" in summ:
         mu_o = summ["retrain"]["mean"]["model_utility"]
+        orig_fq = ", ".join(
+            f"{r['metrics']['forget_quality']:.3g}"
+            for r in res["rows"]
+            if r["method"] == "original"
+        )
         lines.append(
             f"- oracle model utility {mu_o:.3f}; `oracle_noise` forget quality "
-            f"{summ['oracle_noise']['mean']['forget_quality']:.3g}, `original` forget quality "
-            f"{summ['original']['mean']['forget_quality']:.3g}"
+            f"{summ['oracle_noise']['mean']['forget_quality']:.3g}, `original` (doing nothing) "
+            f"forget quality {summ['original']['mean']['forget_quality']:.3g} (per seed: "
+            f"{orig_fq})"
         )
         good = []
         for s in methods:
             m = s["mean"]
             ok = m["forget_quality"] >= 0.05 and m["model_utility"] >= 0.95 * mu_o
             good += [s["method"]] if ok else []
+            per_seed = ", ".join(
+                f"{r['metrics']['forget_quality']:.3g}"
+                for r in res["rows"]
+                if r["method"] == s["method"]
+            )
             lines.append(
-                f"  - `{s['method']}`: forget quality {m['forget_quality']:.3g}, model utility "
-                f"{m['model_utility']:.3f} ({m['model_utility'] / mu_o:.2f}x the oracle's), "
-                f"forget answers right {m['forget_answer_acc']:.0f} %: "
-                f"{'both targets met' if ok else 'not both'}"
+                f"  - `{s['method']}`: forget quality {m['forget_quality']:.3g} (per seed: "
+                f"{per_seed}), model utility {m['model_utility']:.3f} "
+                f"({m['model_utility'] / mu_o:.2f}x the oracle's), forget answers right "
+                f"{m['forget_answer_acc']:.0f} %: {'both targets met' if ok else 'not both'} "
+                "(on the means)"
             )
         if name == "smollm2-fictitious-forget10":
             lines.append(
