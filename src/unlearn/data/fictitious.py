@@ -745,27 +745,42 @@ _WORLD = (
 )  # fmt: skip
 
 
+def _sentence(template: str, value: str) -> str:
+    text = template.format(v=value)
+    return text[:1].upper() + text[1:]
+
+
+def build_items(rows: Iterable[tuple], person_id: int) -> list[QAItem]:
+    """Turn rows of the ``_WORLD`` table format into items (``QAItem`` checks each one).
+
+    A row is ``(kind, question, paraphrased question, value, answer template,
+    paraphrase template, wrong values)``; ``value`` may be a ``(value, key)`` pair.
+    """
+    items = []
+    for kind, question, para_q, value, answer, para, wrong in rows:
+        value, key = value if isinstance(value, tuple) else (value, value)
+        items.append(
+            QAItem(
+                person_id=person_id,
+                kind=kind,
+                question=question,
+                answer=_sentence(answer, value),
+                paraphrased_answer=_sentence(para, value),
+                perturbed_answers=tuple(_sentence(para, w) for w in wrong),
+                paraphrased_question=para_q,
+                key=key,
+            )
+        )
+    return items
+
+
 def world_knowledge() -> list[QAItem]:
     """A fixed set of 25 real, easy general-knowledge items (``person_id`` -1).
 
     They use the fictitious items' format, so the same metrics apply; TOFU
     uses such a set to check that unlearning leaves general knowledge intact.
     """
-    items = []
-    for kind, question, para_q, key, answer, para, wrong in _WORLD:
-        items.append(
-            QAItem(
-                person_id=-1,
-                kind=kind,
-                question=question,
-                answer=answer.format(v=key),
-                paraphrased_answer=para.format(v=key),
-                perturbed_answers=tuple(para.format(v=w) for w in wrong),
-                paraphrased_question=para_q,
-                key=key,
-            )
-        )
-    return items
+    return build_items(_WORLD, -1)
 
 
 # --------------------------------------------------------------------------

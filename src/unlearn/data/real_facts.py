@@ -20,9 +20,7 @@ invented people of the fictitious set. No model code lives here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from .fictitious import QAItem
+from .fictitious import QAItem, build_items
 
 __all__ = ["REAL_FACT_KINDS", "real_facts"]
 
@@ -338,34 +336,9 @@ _FACTS = (
 REAL_FACT_KINDS: tuple[str, ...] = tuple(dict.fromkeys(row[0] for row in _FACTS))
 
 
-def _sentence(template: str, value: str) -> str:
-    text = template.format(v=value)
-    return text[:1].upper() + text[1:]
-
-
-def _build(rows: Iterable[tuple], person_id: int) -> list[QAItem]:
-    """Turn rows of the table format above into items (``QAItem`` checks each one)."""
-    items = []
-    for kind, question, para_q, value, answer, para, wrong in rows:
-        value, key = value if isinstance(value, tuple) else (value, value)
-        items.append(
-            QAItem(
-                person_id=person_id,
-                kind=kind,
-                question=question,
-                answer=_sentence(answer, value),
-                paraphrased_answer=_sentence(para, value),
-                perturbed_answers=tuple(_sentence(para, w) for w in wrong),
-                paraphrased_question=para_q,
-                key=key,
-            )
-        )
-    return items
-
-
 def real_facts() -> list[QAItem]:
     """The 80 real, easy forget/retain facts (``person_id`` -2), in a fixed order.
 
     Returns a fresh list on each call; the kinds are :data:`REAL_FACT_KINDS`.
     """
-    return _build(_FACTS, _PERSON_ID)
+    return build_items(_FACTS, _PERSON_ID)
