@@ -305,10 +305,15 @@ class LMEvaluator:
         bs, new = int(ev["batch_size"]), int(ev["max_new_tokens"])
         out: dict[str, float] = {}
         parts: dict[str, float] = {}
+        forget_scores = None
         for name, items in self.sets.items():
             if not items:
                 continue
-            sc = t.score(model, [(it.question, it.answer) for it in items], bs)
+            # the forget pairs are scored once, with the Min-K%++ moments the attacks need
+            moments = name == "forget" and bool(self.holdout)
+            sc = t.score(model, [(it.question, it.answer) for it in items], bs, moments=moments)
+            if moments:
+                forget_scores = sc
             prob = float(M.answer_probability(sc.sums, sc.counts).mean())
             qs = [it.question for it in items]
             if name == "forget":
@@ -343,10 +348,10 @@ class LMEvaluator:
             rests = [" ".join(w[c:]) for w, c in zip(halves, cut, strict=True)]
             cont = t.generate(model, [it.question for it in long], new, bs, prefixes=prefixes)
             out["verbmem_forget"] = M.mean_rouge_l_recall(rests, cont)
-        if self.holdout:
+        if forget_scores is not None:  # forget and holdout items both present
             pairs_f = [(it.question, it.answer) for it in forget]
             pairs_h = [(it.question, it.answer) for it in self.holdout]
-            sf = t.score(model, pairs_f, bs, moments=True)
+            sf = forget_scores
             sh = t.score(model, pairs_h, bs, moments=True)
             k = float(ev["mink"])
             out["loss_auc"] = M.mia_auc(M.loss_scores(sf.logprobs), M.loss_scores(sh.logprobs))
