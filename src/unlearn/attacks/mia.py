@@ -35,6 +35,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special, stats
 
+from ..metrics._checks import finite_vector
+
 __all__ = [
     "logit_confidence",
     "lira_scores",
@@ -60,17 +62,6 @@ CHALLENGE_EPSILON_CAP = 50.0
 
 # ---------------------------------------------------------------------------------------------
 # input checks
-
-
-def _vector(x, name: str) -> np.ndarray:
-    v = np.asarray(x, dtype=np.float64)
-    if v.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {v.shape}")
-    if v.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} must be finite")
-    return v
 
 
 def _matrix(x, name: str, rows: int | None = None) -> np.ndarray:
@@ -206,7 +197,7 @@ def lira_scores(target_phi, in_phi, out_phi, fix_variance: bool = True) -> np.nd
     Returns:
         ``(n,)`` scores in nats; higher means "in" (member / unlearned) is more likely.
     """
-    t = _vector(target_phi, "target_phi")
+    t = finite_vector(target_phi, "target_phi")
     ins = _reference_matrix(in_phi, len(t), "in_phi")
     outs = _reference_matrix(out_phi, len(t), "out_phi")
     mu_in, sd_in = _gaussian_fit(ins, fix_variance, "in_phi")
@@ -224,7 +215,7 @@ def lira_offline_scores(target_phi, out_phi, fix_variance: bool = True) -> np.nd
 
     Args as in :func:`lira_scores`.
     """
-    t = _vector(target_phi, "target_phi")
+    t = finite_vector(target_phi, "target_phi")
     outs = _reference_matrix(out_phi, len(t), "out_phi")
     mu_out, sd_out = _gaussian_fit(outs, fix_variance, "out_phi")
     return -stats.norm.logsf(t, mu_out, sd_out)
@@ -289,9 +280,9 @@ def rmia_scores(
     Returns:
         ``(n,)`` scores in ``[0, 1]``; higher means "member".
     """
-    px = _probabilities(_vector(target_px, "target_px"), "target_px")
+    px = _probabilities(finite_vector(target_px, "target_px"), "target_px")
     rx = _probabilities(_matrix(ref_px, "ref_px", rows=len(px)), "ref_px")
-    pz = _probabilities(_vector(target_pz, "target_pz"), "target_pz")
+    pz = _probabilities(finite_vector(target_pz, "target_pz"), "target_pz")
     rz = _probabilities(_matrix(ref_pz, "ref_pz", rows=len(pz)), "ref_pz")
     if not (math.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma must be a positive number, got {gamma}")
@@ -337,8 +328,8 @@ def rmia_scores(
 
 
 def _two_samples(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
-    m = _vector(np.asarray(member_scores, dtype=np.float64).ravel(), "member_scores")
-    u = _vector(np.asarray(nonmember_scores, dtype=np.float64).ravel(), "nonmember_scores")
+    m = finite_vector(np.asarray(member_scores, dtype=np.float64).ravel(), "member_scores")
+    u = finite_vector(np.asarray(nonmember_scores, dtype=np.float64).ravel(), "nonmember_scores")
     return m, u
 
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._checks import finite_vector
+
 if TYPE_CHECKING:
     import torch
 
@@ -66,17 +68,6 @@ SIGMA_FLOOR = 1e-6
 # --------------------------------------------------------------------------- validation
 
 
-def _finite_1d(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite")
-    return a
-
-
 def _check_logprobs(a: np.ndarray, name: str) -> np.ndarray:
     if np.any(a > LOGPROB_TOL):
         raise ValueError(
@@ -108,7 +99,7 @@ def _sequences(token_logprobs: Sequence[np.ndarray], name: str = "token_logprobs
                 f"{name}[{i}] must be a 1-D array of one sequence's token log-probs, got shape "
                 f"{a.shape} (pass a list of arrays, one per sequence)"
             )
-        a = _check_logprobs(_finite_1d(a, f"{name}[{i}]"), f"{name}[{i}]")
+        a = _check_logprobs(finite_vector(a, f"{name}[{i}]"), f"{name}[{i}]")
         out.append(a)
     return out
 
@@ -167,8 +158,8 @@ def answer_probability(logprob_sum, n_tokens) -> np.ndarray:
     ``logprob_sum`` is the summed log-probability of the answer tokens given the question,
     ``n_tokens`` the number of answer tokens (> 0). Values lie in (0, 1].
     """
-    s = _check_logprobs(_finite_1d(logprob_sum, "logprob_sum"), "logprob_sum")
-    n = _finite_1d(n_tokens, "n_tokens")
+    s = _check_logprobs(finite_vector(logprob_sum, "logprob_sum"), "logprob_sum")
+    n = finite_vector(n_tokens, "n_tokens")
     _same_length(s, n, "logprob_sum", "n_tokens")
     if np.any(n <= 0):
         raise ValueError("n_tokens must be positive")
@@ -188,7 +179,9 @@ def truth_ratio(para_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
 
     The raw ratio, in (0, inf), is returned; see :func:`truth_ratio_score` for the summary.
     """
-    para = _check_logprobs(_finite_1d(para_logprob_mean, "para_logprob_mean"), "para_logprob_mean")
+    para = _check_logprobs(
+        finite_vector(para_logprob_mean, "para_logprob_mean"), "para_logprob_mean"
+    )
     pert = np.asarray(perturbed_logprob_mean, dtype=np.float64)
     if pert.ndim != 2 or pert.shape[0] != len(para) or pert.shape[1] == 0:
         raise ValueError(
@@ -202,7 +195,7 @@ def truth_ratio(para_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
 
 
 def _ratios(x, name: str) -> np.ndarray:
-    r = _finite_1d(x, name)
+    r = finite_vector(x, name)
     if np.any(r <= 0):
         raise ValueError(f"{name} must be positive truth ratios")
     return r
@@ -239,7 +232,7 @@ def forget_quality(unlearned_ratios, oracle_ratios) -> float:
 
 def harmonic_mean(values: Sequence[float]) -> float:
     """Harmonic mean of non-negative finite values; 0 if any value is 0."""
-    v = _finite_1d(values, "values")
+    v = finite_vector(values, "values")
     if np.any(v < 0):
         raise ValueError("the harmonic mean needs non-negative values")
     if np.any(v == 0):
@@ -325,8 +318,8 @@ def min_k_plus_plus_scores(
         )
     out = []
     for i, a in enumerate(lp):
-        mu = _check_logprobs(_finite_1d(token_mu[i], f"token_mu[{i}]"), f"token_mu[{i}]")
-        sigma = _finite_1d(token_sigma[i], f"token_sigma[{i}]")
+        mu = _check_logprobs(finite_vector(token_mu[i], f"token_mu[{i}]"), f"token_mu[{i}]")
+        sigma = finite_vector(token_sigma[i], f"token_sigma[{i}]")
         if len(mu) != len(a) or len(sigma) != len(a):
             raise ValueError(
                 f"sequence {i}: token_logprobs, token_mu and token_sigma must have the same "
@@ -385,8 +378,8 @@ def mia_auc(member_scores, nonmember_scores) -> float:
     """ROC-AUC (percent) of a membership score, members labelled 1 (higher score = member)."""
     from sklearn.metrics import roc_auc_score
 
-    m = _finite_1d(member_scores, "member_scores")
-    u = _finite_1d(nonmember_scores, "nonmember_scores")
+    m = finite_vector(member_scores, "member_scores")
+    u = finite_vector(nonmember_scores, "nonmember_scores")
     score = np.concatenate([m, u])
     truth = np.concatenate([np.ones(len(m)), np.zeros(len(u))])
     return 100.0 * float(roc_auc_score(truth, score))
