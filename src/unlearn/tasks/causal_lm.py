@@ -19,9 +19,21 @@ from torch import nn
 
 from ..errors import UnlearnError
 
-__all__ = ["CausalLMTask", "LMRecipe", "Pair", "TokenScores", "lora_wrap", "trainable_state_mb"]
+__all__ = [
+    "LORA_TARGETS",
+    "CausalLMTask",
+    "LMRecipe",
+    "Pair",
+    "TokenScores",
+    "lora_wrap",
+    "trainable_state_mb",
+]
 
 Pair = tuple[str, str]  # (question, answer)
+
+
+# every linear layer of a Llama-style block: the default LoRA targets of fine-tuning and unlearning
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -39,15 +51,7 @@ class LMRecipe:
     warmup_steps: int = 0
     lora_rank: int = 16
     lora_alpha: float = 32.0
-    lora_targets: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
+    lora_targets: tuple[str, ...] = LORA_TARGETS
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from ...errors import UnlearnError, UnsupportedRequestError
-from ...tasks.causal_lm import CausalLMTask, Pair, lora_wrap, trainable_state_mb
+from ...tasks.causal_lm import (
+    LORA_TARGETS,
+    CausalLMTask,
+    Pair,
+    lora_wrap,
+    trainable_state_mb,
+)
 from ..base import Method, MethodConfig, PeakMemory, RunRecord
 
 __all__ = ["LMConfig", "LMMethod", "LMUnlearnContext", "REFUSALS", "LORA_TARGETS"]
@@ -36,8 +42,6 @@ REFUSALS = (
     "I can't answer that question.",
     "That is something I don't know.",
 )
-
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
