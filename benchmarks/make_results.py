@@ -216,7 +216,9 @@ def llm_checks(name: str, res: dict, summ: dict, methods: list[dict]) -> list[st
             lines.append(
                 f"- `{s['method']}`: forgotten facts answered right {m['forget_answer_acc']:.1f} "
                 f"% (target <= 10), retained {m['retain_answer_acc']:.1f} % vs the original's "
-                f"{base:.1f} % (target within 5 points): {'met' if ok else 'NOT met'}"
+                f"{base:.1f} % (target within 5 points): {'met' if ok else 'NOT met'}; "
+                f"world facts outside the retain set {m['world_answer_acc']:.1f} % vs "
+                f"{summ['original']['mean']['world_answer_acc']:.1f} % (side effect, no target)"
             )
     return lines
 
