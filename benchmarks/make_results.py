@@ -22,6 +22,7 @@ SCENARIOS = [
     "mnist1d-random10",
     "mnist1d-class",
     "mnist1d-random10-attacks",
+    "mnist1d-random10-attacks-fastclip",
     "mnist1d-class-trw",
     "digits-certified",
     "smollm2-fictitious-forget10",
@@ -92,7 +93,7 @@ def checks(name: str, res: dict) -> list[str]:
                 else ""
             )
         )
-    if name == "mnist1d-random10-attacks":
+    if name.startswith("mnist1d-random10-attacks"):
         lines += attack_checks(summ)
     if name == "mnist1d-class-trw":
         lines += trw_checks(summ)
@@ -110,7 +111,7 @@ def attack_checks(summ: dict) -> list[str]:
         f"- U-LiRA AUC (forget vs test): `original` {summ['original']['mean']['ulira_auc']:.1f}"
         f", oracle {o:.1f}"
     ]
-    for k in ("amun", "amun-no-retain"):
+    for k in [k for k in ("amun", "amun-no-retain") if k in summ]:
         a = summ[k]["mean"]["ulira_auc"]
         ok = abs(a - 50) <= 3 and abs(a - o) <= 3
         lines.append(
