@@ -213,7 +213,8 @@ class CertifiedLogReg:
     Hessians at the minimiser (:meth:`prepare`; the "offline" work that makes
     the next removal cheap). A removal then only subtracts the removed rows'
     terms from the cached Hessians (``O(m d^2)`` per class), solves a ``d x d``
-    system per class and evaluates the bound (``O(n d)`` per class). The
+    system per class and evaluates the bound (``O(d^2)`` per class, from the
+    cached Gram matrix ``X^T X``; the retained rows are not touched). The
     Newton step moves ``w``, so the cache is stale afterwards: the next removal
     recomputes the Hessians itself (counted in its time) unless
     :meth:`prepare` ran in between (``remove(..., refresh=True)`` does that and

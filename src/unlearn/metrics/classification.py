@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ._checks import finite_vector
+
 __all__ = [
     "accuracy",
     "mia_efficacy",
@@ -94,17 +96,11 @@ def loss_threshold_auc(member_losses, nonmember_losses) -> float:
 
     50 means forget samples (``member_losses``) look exactly like unseen ones.
     """
-    from sklearn.metrics import roc_auc_score
+    from ..attacks.mia import roc_auc
 
-    m = np.asarray(member_losses, dtype=np.float64).ravel()
-    u = np.asarray(nonmember_losses, dtype=np.float64).ravel()
-    if len(m) == 0 or len(u) == 0:
-        raise ValueError("the loss attack needs member and non-member samples")
-    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(u))):
-        raise ValueError("losses must be finite")
-    score = -np.concatenate([m, u])
-    truth = np.concatenate([np.ones(len(m)), np.zeros(len(u))])
-    return 100.0 * float(roc_auc_score(truth, score))
+    m = finite_vector(np.asarray(member_losses, dtype=np.float64).ravel(), "member_losses")
+    u = finite_vector(np.asarray(nonmember_losses, dtype=np.float64).ravel(), "nonmember_losses")
+    return roc_auc(-m, -u)
 
 
 def js_divergence(p, q) -> float:

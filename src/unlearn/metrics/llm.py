@@ -375,14 +375,15 @@ def token_stats_from_logits(
 
 
 def mia_auc(member_scores, nonmember_scores) -> float:
-    """ROC-AUC (percent) of a membership score, members labelled 1 (higher score = member)."""
-    from sklearn.metrics import roc_auc_score
+    """ROC-AUC (percent) of a membership score, members labelled 1 (higher score = member).
+
+    The classifier attacks' :func:`unlearn.attacks.mia.roc_auc`, on one score per sequence.
+    """
+    from ..attacks.mia import roc_auc
 
     m = finite_vector(member_scores, "member_scores")
     u = finite_vector(nonmember_scores, "nonmember_scores")
-    score = np.concatenate([m, u])
-    truth = np.concatenate([np.ones(len(m)), np.zeros(len(u))])
-    return 100.0 * float(roc_auc_score(truth, score))
+    return roc_auc(m, u)
 
 
 def privleak(auc_unlearned: float, auc_retrain: float) -> float:
