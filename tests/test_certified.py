@@ -130,6 +130,20 @@ def test_stale_cache_path_matches_cached_path():
     assert rb.refresh_seconds == 0.0 and ra.refresh_seconds == 0.0
 
 
+def test_small_removals_use_the_low_rank_solve_exactly():
+    # m <= d // 3 rows: Woodbury around the cached eigendecomposition; without a cache the
+    # retained Hessians are rebuilt from the rows and factorised (the direct path)
+    X, y = _toy(n=150, d=12, classes=3, seed=7)
+    model = CertifiedLogReg(lam=0.3, sigma=0.5, epsilon=math.inf, seed=2).fit(X, y)
+    for group in ([5], [3, 40, 77, 101]):
+        low_rank, direct = copy.deepcopy(model), copy.deepcopy(model)
+        direct._H = None
+        ra, rb = low_rank.remove(group), direct.remove(group)
+        np.testing.assert_allclose(low_rank.coef_, direct.coef_, rtol=0, atol=1e-12)
+        assert ra.grad_residual_norm <= ra.residual_bound
+        assert ra.residual_bound == pytest.approx(rb.residual_bound, rel=1e-9)
+
+
 def test_removal_errors():
     X, y = _toy(n=30, d=3)
     with pytest.raises(UnlearnError, match="rows but y"):

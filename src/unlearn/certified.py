@@ -177,6 +177,27 @@ def _spd_solve(H: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out
 
 
+def _small_update_solve(
+    ev: np.ndarray, Q: np.ndarray, shift: float, A: np.ndarray, B: np.ndarray
+) -> np.ndarray:
+    """Solve ``(H_k - shift I - A_k^T A_k) x = B[:, k]`` per class; ``H_k = Q_k diag(ev_k) Q_k^T``.
+
+    Woodbury's identity around ``M_k = H_k - shift I`` (whose inverse the cached
+    eigendecomposition gives for free): with ``G_k = A_k M_k^{-1}``,
+    ``x = M^{-1} b + G^T (I - G A^T)^{-1} G b``. It costs ``O(m d^2 + m^2 d + m^3)``
+    per class for ``m`` removed rows instead of a ``d x d`` factorisation, so it pays
+    when ``m`` is well below ``d`` (one or a few removals). Exact up to rounding.
+    """
+    inv = 1.0 / (ev - shift)  # (K, d); ev >= lam * n > shift while rows remain
+    AQ = np.matmul(A, Q)  # (K, m, d)
+    G = AQ * inv[:, None, :]  # A M^{-1} Q, in the eigenbasis
+    C = np.eye(A.shape[1]) - np.matmul(G, AQ.transpose(0, 2, 1))  # (K, m, m), SPD
+    qb = np.matmul(B.T[:, None, :], Q)  # (K, 1, d): (Q^T b)^T per class
+    z = np.linalg.solve(C, np.matmul(G, qb.transpose(0, 2, 1)))  # (K, m, 1)
+    u = inv[:, :, None] * (qb.transpose(0, 2, 1) + np.matmul(AQ.transpose(0, 2, 1), z))
+    return np.matmul(Q, u)[:, :, 0].T  # (d, K)
+
+
 def _as_indices(indices, n: int) -> np.ndarray:
     arr = np.asarray(indices)
     if arr.ndim == 0:
@@ -211,10 +232,13 @@ class CertifiedLogReg:
 
     Cost: :meth:`fit` minimises the objective with L-BFGS and then computes the
     Hessians at the minimiser (:meth:`prepare`; the "offline" work that makes
-    the next removal cheap). A removal then only subtracts the removed rows'
-    terms from the cached Hessians (``O(m d^2)`` per class), solves a ``d x d``
-    system per class and evaluates the bound (``O(d^2)`` per class, from the
-    cached Gram matrix ``X^T X``; the retained rows are not touched). The
+    the next removal cheap), and their eigendecompositions. A removal of ``m``
+    rows then only subtracts the removed rows' terms from the cached Hessians
+    (``O(m d^2)`` per class) and solves a ``d x d`` system per class, or, for
+    ``m <= d / 3``, applies Woodbury's identity to the cached eigendecomposition
+    (``O(m d^2 + m^3)`` per class, no factorisation), and evaluates the bound
+    (``O(d^2)`` per class, from the cached Gram matrix ``X^T X``; the retained
+    rows are not touched). The
     Newton step moves ``w``, so the cache is stale afterwards: the next removal
     recomputes the Hessians itself (counted in its time) unless
     :meth:`prepare` ran in between (``remove(..., refresh=True)`` does that and
@@ -379,6 +403,8 @@ class CertifiedLogReg:
         t0 = time.perf_counter()
         a = self._active
         self._H = self._hessians(self.coef_, self._X[a], self._Y[a])
+        # H_k = Q_k diag(ev_k) Q_k^T, for the low-rank path of small removals
+        self._eig = np.linalg.eigh(self._H)
         # exact again (between preparations they are upper bounds that only loosen)
         self._xnorm = math.sqrt(max(float(np.linalg.eigvalsh(self._gram)[-1]), 0.0))
         self._rmax = float(self._row_norm[a].max())
@@ -479,16 +505,20 @@ class CertifiedLogReg:
         d, k = W.shape
         m, n_keep = group.size, int(keep.sum())
         Xg, Yg = self._X[group], self._Y[group]
-        if self._H is not None:
-            # (K, m, d): removed rows scaled by sqrt(l'') per class; H_k -= A_k^T A_k
-            A = np.sqrt(self._curvature(W, Xg, Yg)).T[:, :, None] * Xg[None, :, :]
-            H = self._H - np.matmul(A.transpose(0, 2, 1), A)
-            H[:, np.arange(d), np.arange(d)] -= self.lam * m
-        else:
-            H = self._hessians(W, self._X[keep], self._Y[keep])
         # Delta = lam * m * w + sum_j grad l(w^T x_j, y_j), one column per class
         Delta = self.lam * m * W + Xg.T @ (-Yg * expit(-(Yg * (Xg @ W))))
-        S = _spd_solve(H, Delta)  # H_k^{-1} Delta_k per class
+        if self._H is not None:
+            # (K, m, d): removed rows scaled by sqrt(l'') per class;
+            # the retained Hessian is H'_k = H_k - lam m I - A_k^T A_k
+            A = np.sqrt(self._curvature(W, Xg, Yg)).T[:, :, None] * Xg[None, :, :]
+            if m <= d // 3:
+                S = _small_update_solve(*self._eig, self.lam * m, A, Delta)
+            else:
+                H = self._H - np.matmul(A.transpose(0, 2, 1), A)
+                H[:, np.arange(d), np.arange(d)] -= self.lam * m
+                S = _spd_solve(H, Delta)  # H'_k^{-1} Delta_k per class
+        else:
+            S = _spd_solve(self._hessians(W, self._X[keep], self._Y[keep]), Delta)
         gram = self._gram - Xg.T @ Xg
         xs_norm = np.sqrt(np.maximum(np.sum(S * (gram @ S), axis=0), 0.0))  # ||X' s||
         # Corollary 1 (times R, see the module docstring), one value per class
