@@ -260,3 +260,18 @@ def test_unlearn_lm_api(tok, trained, ctx, task):
         unlearn.unlearn_lm("llm_ga", trained, tok, ["just a string"])
     with pytest.raises(UnlearnError, match="not a language-model method"):
         unlearn.unlearn_lm("salun", trained, tok, ctx.forget)
+
+
+def test_reference_methods_leave_the_callers_model_mode_alone(ctx, trained, task):
+    # full fine-tuning NPO reads the original's log-probs; a caller's model in train mode
+    # is copied for that (never switched to eval), and gives the same result as in eval
+    trained.eval()
+    ref_eval, _ = get_method("llm_npo", steps=2, lr=3e-3).run(trained, ctx)
+    trained.train()
+    try:
+        ref_train, _ = get_method("llm_npo", steps=2, lr=3e-3).run(trained, ctx)
+        assert trained.training
+    finally:
+        trained.eval()
+    for k, v in _state(ref_eval).items():
+        assert torch.allclose(v, _state(ref_train)[k]), k

@@ -109,9 +109,12 @@ class ClassifierTask:
     def logits(self, model: nn.Module, data: ArrayData) -> torch.Tensor:
         was_training = model.training
         model.eval()
+        # on the model's own device: the original a method reads (TRW) may stay where the
+        # caller keeps it while the working copy trains on ``self.device``
+        dev = next(model.parameters(), torch.empty(0, device=self.device)).device
         try:
             out = [
-                model(xb.to(self.device)).float().cpu()
+                model(xb.to(dev)).float().cpu()
                 for xb, _ in iterate_batches(data, self.eval_batch, shuffle=False)
             ]
         finally:

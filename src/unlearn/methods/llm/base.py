@@ -166,6 +166,21 @@ class LMMethod(Method):
                 f"(it supports: {', '.join(self.families)})"
             )
 
+    @staticmethod
+    def _frozen_original(ctx: LMUnlearnContext) -> nn.Module:
+        """The original for reference log-probs, on the task's device, in eval mode.
+
+        The caller's model is used as it is when it already lives on that device and is
+        in eval mode; otherwise a copy is moved there, so the caller's model is never
+        moved or switched to eval mode.
+        """
+        orig = ctx.original
+        param = next(orig.parameters(), None)
+        here = param is None or param.device.type == torch.device(ctx.task.device).type
+        if here and not orig.training:
+            return orig
+        return copy.deepcopy(orig).to(ctx.task.device).eval()
+
     def prepare(self, ctx: LMUnlearnContext) -> None:
         """Validate method-specific inputs before anything is copied."""
 
@@ -193,9 +208,7 @@ class LMMethod(Method):
             else:
                 for p in work.parameters():
                     p.requires_grad_(True)
-                self._ref_model = ctx.original if self.needs_reference else None
-                if self._ref_model is not None:
-                    self._ref_model.eval()
+                self._ref_model = self._frozen_original(ctx) if self.needs_reference else None
             state_mb = trainable_state_mb(work)
             n_trainable = sum(p.numel() for p in work.parameters() if p.requires_grad)
             gen = ctx.generator()
