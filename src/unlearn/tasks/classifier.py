@@ -111,7 +111,8 @@ class ClassifierTask:
         model.eval()
         # on the model's own device: the original a method reads (TRW) may stay where the
         # caller keeps it while the working copy trains on ``self.device``
-        dev = next(model.parameters(), torch.empty(0, device=self.device)).device
+        param = next(model.parameters(), None)
+        dev = self.device if param is None else param.device
         try:
             out = [
                 model(xb.to(dev)).float().cpu()

@@ -176,7 +176,10 @@ class LMMethod(Method):
         """
         orig = ctx.original
         param = next(orig.parameters(), None)
-        here = param is None or param.device.type == torch.device(ctx.task.device).type
+        want = torch.device(ctx.task.device)
+        if want.type == "cuda" and want.index is None:
+            want = torch.device("cuda", torch.cuda.current_device())
+        here = param is None or param.device == want
         if here and not orig.training:
             return orig
         return copy.deepcopy(orig).to(ctx.task.device).eval()
@@ -204,11 +207,9 @@ class LMMethod(Method):
             work = copy.deepcopy(model).to(ctx.task.device)
             if cfg.lora_rank > 0:
                 work = lora_wrap(work, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-                self._ref_model = None
             else:
                 for p in work.parameters():
                     p.requires_grad_(True)
-                self._ref_model = self._frozen_original(ctx) if self.needs_reference else None
             state_mb = trainable_state_mb(work)
             n_trainable = sum(p.numel() for p in work.parameters() if p.requires_grad)
             gen = ctx.generator()
@@ -237,6 +238,9 @@ class LMMethod(Method):
                     return True
                 return False
 
+            # under LoRA the reference is the model with its adapters off
+            full = cfg.lora_rank == 0 and self.needs_reference
+            self._ref_model = self._frozen_original(ctx) if full else None
             try:
                 steps = ctx.task.train_loop(
                     work, step_loss, cfg.steps, cfg.lr, cfg.weight_decay, 0, cfg.grad_clip, stop
