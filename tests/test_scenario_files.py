@@ -24,7 +24,8 @@ def test_scenario_file_parses(path):
     assert raw["name"] == path.stem, "a scenario's name is its file name"
     kind = raw.get("kind", "classifier")
     if kind == "llm":
-        assert parse_llm(raw, str(path)).methods
+        sc = parse_llm(raw, str(path))
+        assert sc.model["name"] == "smollm2" and sc.methods
     elif kind == "certified":
         assert _check(raw)["fractions"]
     else:
