@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from unlearn import certified
 from unlearn.bench.certified import run_certified, unit_features
 from unlearn.bench.report import write_outputs
 from unlearn.certified import (
@@ -130,18 +131,42 @@ def test_stale_cache_path_matches_cached_path():
     assert rb.refresh_seconds == 0.0 and ra.refresh_seconds == 0.0
 
 
-def test_small_removals_use_the_low_rank_solve_exactly():
-    # m <= d // 3 rows: Woodbury around the cached eigendecomposition; without a cache the
-    # retained Hessians are rebuilt from the rows and factorised (the direct path)
+@pytest.mark.parametrize("group", [[5], [3, 40, 77, 101], list(range(0, 150, 4))])
+def test_iterative_solve_matches_the_direct_solves(group, monkeypatch):
+    # with a fresh cache the Newton system is solved by preconditioned CG; without a cache
+    # the retained Hessians are rebuilt from the rows and factorised; with CG capped at
+    # no iteration the cached Hessians are downdated and factorised: the same step
     X, y = _toy(n=150, d=12, classes=3, seed=7)
     model = CertifiedLogReg(lam=0.3, sigma=0.5, epsilon=math.inf, seed=2).fit(X, y)
-    for group in ([5], [3, 40, 77, 101]):
-        low_rank, direct = copy.deepcopy(model), copy.deepcopy(model)
-        direct._H = None
-        ra, rb = low_rank.remove(group), direct.remove(group)
-        np.testing.assert_allclose(low_rank.coef_, direct.coef_, rtol=0, atol=1e-12)
-        assert ra.grad_residual_norm <= ra.residual_bound
-        assert ra.residual_bound == pytest.approx(rb.residual_bound, rel=1e-9)
+    iterative, rebuilt, downdated = (copy.deepcopy(model) for _ in range(3))
+    rebuilt._H = None
+    ra, rb = iterative.remove(group), rebuilt.remove(group)
+    monkeypatch.setattr(certified, "PCG_MAX_ITER", 0)
+    rc = downdated.remove(group)
+    for other, rep in ((rebuilt, rb), (downdated, rc)):
+        np.testing.assert_allclose(iterative.coef_, other.coef_, rtol=0, atol=1e-9)
+        # the iterative solve adds its residual (about PCG_RTOL * ||Delta||) to the bound
+        assert ra.residual_bound == pytest.approx(rep.residual_bound, rel=1e-5)
+    assert ra.grad_residual_norm <= ra.residual_bound
+
+
+def test_pcg_solve_reports_its_true_residual():
+    rng = np.random.default_rng(0)
+    d, m, k = 6, 4, 2
+    Xg = rng.standard_normal((m, d))
+    Dg = rng.uniform(0.05, 0.25, (m, k))
+    base = rng.standard_normal((k, 30, d))
+    H = np.matmul(base.transpose(0, 2, 1), base) + 20.0 * np.eye(d)
+    B = rng.standard_normal((d, k))
+    B[:, 1] = 0.0  # a class with nothing to move
+    S, res, iters = certified._pcg_solve(H, np.linalg.inv(H), 0.5, Xg, Dg, B)
+    for j in range(k):
+        Hp = H[j] - 0.5 * np.eye(d) - (Xg * Dg[:, j : j + 1]).T @ Xg
+        np.testing.assert_allclose(S[:, j], np.linalg.solve(Hp, B[:, j]), atol=1e-9)
+        assert res[j] == pytest.approx(np.linalg.norm(B[:, j] - Hp @ S[:, j]), abs=1e-12)
+    assert np.all(S[:, 1] == 0.0) and 1 <= iters <= certified.PCG_MAX_ITER
+    S0, res0, it0 = certified._pcg_solve(H, np.linalg.inv(H), 0.5, Xg, Dg, np.zeros((d, k)))
+    assert it0 == 0 and not S0.any() and not res0.any()
 
 
 def test_removal_errors():
