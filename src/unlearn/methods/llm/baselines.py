@@ -60,7 +60,10 @@ class LMKL(LMMethod):
 
 
 @dataclass(frozen=True)
-class NPOConfig(LMConfig):
+class PreferenceConfig(LMConfig):
+    """NPO's and IdkPO's options: ``beta``, the inverse temperature of the log-ratio to the
+    reference model (0.1 in both papers)."""
+
     beta: float = 0.1
 
 
@@ -68,7 +71,7 @@ class NPOConfig(LMConfig):
 class LMNPO(LMMethod):
     name = "llm_npo"
     summary = "NPO on forget (Zhang et al. 2024) plus retain NLL (weight alpha)"
-    Config = NPOConfig
+    Config = PreferenceConfig
     needs_reference = True
 
     def prepare(self, ctx):
@@ -103,16 +106,11 @@ class LMSimNPO(LMMethod):
         )
 
 
-@dataclass(frozen=True)
-class IdkPOConfig(LMConfig):
-    beta: float = 0.1
-
-
 @register
 class LMIdkPO(LMMethod):
     name = "llm_idkpo"
     summary = "IdkPO: DPO preferring a refusal over the forget answer, plus retain NLL"
-    Config = IdkPOConfig
+    Config = PreferenceConfig
     needs_reference = True
 
     def prepare(self, ctx):
