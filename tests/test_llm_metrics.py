@@ -22,6 +22,7 @@ from unlearn.metrics.llm import (
     min_k_plus_plus_scores,
     min_k_scores,
     model_utility,
+    normalised_answer_probability,
     perplexity,
     privleak,
     rouge_l_recall,
@@ -60,6 +61,21 @@ def test_answer_probability_hand_case():
         answer_probability([float("nan")], [1])
     with pytest.raises(ValueError, match="log-probabilities"):
         answer_probability([2.0], [1])  # a loss passed instead of a log-prob
+
+
+def test_normalised_answer_probability_hand_case():
+    # P(true) = e^-1, perturbed e^-2 and e^-1: e^-1 / (2 e^-1 + e^-2)
+    p = normalised_answer_probability([-1.0, -700.0], [[-2.0, -1.0], [-700.0, -700.0]])
+    e1, e2 = math.exp(-1.0), math.exp(-2.0)
+    np.testing.assert_allclose(p, [e1 / (2 * e1 + e2), 1.0 / 3.0])  # stable at tiny probs
+    with pytest.raises(ValueError, match="shape"):
+        normalised_answer_probability([-1.0], [-1.0])
+    with pytest.raises(ValueError, match="shape"):
+        normalised_answer_probability([-1.0, -2.0], [[-1.0]])
+    with pytest.raises(ValueError, match="finite"):
+        normalised_answer_probability([-1.0], [[float("nan")]])
+    with pytest.raises(ValueError, match="log-probabilities"):
+        normalised_answer_probability([-1.0], [[0.5]])
 
 
 def test_truth_ratio_and_scores_hand_case():

@@ -288,7 +288,8 @@ class LMEvaluator:
         self.oracle_tr: np.ndarray | None = None
         self.oracle_auc: float | None = None
 
-    def _tr(self, model, items: list[QAItem]) -> np.ndarray:
+    def _tr(self, model, items: list[QAItem]) -> tuple[np.ndarray, np.ndarray]:
+        """Truth ratios of ``items``, and the perturbed answers' mean log-probs (n, k)."""
         k = int(self.ev["perturbed"])
         para = [(it.question, it.paraphrased_answer) for it in items]
         pert = [(it.question, a) for it in items for a in it.perturbed_answers[:k]]
@@ -298,7 +299,8 @@ class LMEvaluator:
         counts = [min(k, len(it.perturbed_answers)) for it in items]
         if len(set(counts)) != 1:
             raise UnlearnError("every item needs the same number of perturbed answers")
-        return M.truth_ratio(p, q.reshape(len(items), counts[0]))
+        q = q.reshape(len(items), counts[0])
+        return M.truth_ratio(p, q), q
 
     def score(self, model) -> dict:
         t, ev = self.task, self.ev
@@ -314,7 +316,11 @@ class LMEvaluator:
             sc = t.score(model, [(it.question, it.answer) for it in items], bs, moments=moments)
             if moments:
                 forget_scores = sc
-            prob = float(M.answer_probability(sc.sums, sc.counts).mean())
+            tr, pert = self._tr(model, items)
+            if name == "world":  # TOFU normalises over the answer options on this set
+                prob = float(M.normalised_answer_probability(sc.means, pert).mean())
+            else:
+                prob = float(M.answer_probability(sc.sums, sc.counts).mean())
             qs = [it.question for it in items]
             if name == "forget":
                 qs = qs + [it.paraphrased_question for it in items]
@@ -322,7 +328,6 @@ class LMEvaluator:
             keys = [it.key for it in items] * (2 if name == "forget" else 1)
             refs = [it.answer for it in items] * (2 if name == "forget" else 1)
             rouge = M.mean_rouge_l_recall(refs[: len(items)], gen[: len(items)])
-            tr = self._tr(model, items)
             out[f"{name}_prob"] = prob
             out[f"{name}_rouge"] = rouge
             out[f"{name}_answer_acc"] = M.answer_accuracy(gen, keys)

@@ -39,6 +39,7 @@ __all__ = [
     "rouge_l_recall",
     "mean_rouge_l_recall",
     "answer_probability",
+    "normalised_answer_probability",
     "truth_ratio",
     "truth_ratio_score",
     "forget_quality",
@@ -164,6 +165,33 @@ def answer_probability(logprob_sum, n_tokens) -> np.ndarray:
     if np.any(n <= 0):
         raise ValueError("n_tokens must be positive")
     return np.exp(s / n)
+
+
+def normalised_answer_probability(answer_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
+    """TOFU's answer probability on the real-authors and world-facts sets, per item.
+
+    The length-normalised probability of the true answer, P(a) = exp(mean per-token
+    log p(a)), divided by the sum of it and those of the ``k`` perturbed answers:
+    P(true) / (P(true) + sum_j P(perturbed_j)) (Maini et al. 2024, the authors'
+    aggregation). ``answer_logprob_mean`` has shape (n,), ``perturbed_logprob_mean``
+    (n, k). Values lie in (0, 1); 1 / (k + 1) is a model indifferent between the options.
+    """
+    true = _check_logprobs(
+        finite_vector(answer_logprob_mean, "answer_logprob_mean"), "answer_logprob_mean"
+    )
+    pert = np.asarray(perturbed_logprob_mean, dtype=np.float64)
+    if pert.ndim != 2 or pert.shape[0] != len(true) or pert.shape[1] == 0:
+        raise ValueError(
+            f"perturbed_logprob_mean must have shape (n, k) = ({len(true)}, k >= 1), "
+            f"got {pert.shape}"
+        )
+    if not np.all(np.isfinite(pert)):
+        raise ValueError("perturbed_logprob_mean must be finite")
+    _check_logprobs(pert, "perturbed_logprob_mean")
+    # a softmax over the options' mean log-probs, computed stably
+    top = np.maximum(true, pert.max(axis=1))
+    num = np.exp(true - top)
+    return num / (num + np.exp(pert - top[:, None]).sum(axis=1))
 
 
 def truth_ratio(para_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
