@@ -139,10 +139,28 @@ def test_iterative_solve_matches_the_direct_solves(group, monkeypatch):
     X, y = _toy(n=150, d=12, classes=3, seed=7)
     model = CertifiedLogReg(lam=0.3, sigma=0.5, epsilon=math.inf, seed=2).fit(X, y)
     iterative, rebuilt, downdated = (copy.deepcopy(model) for _ in range(3))
-    rebuilt._H = None
-    ra, rb = iterative.remove(group), rebuilt.remove(group)
+    rebuilt._invalidate_cache()
+    calls: list[str] = []
+    pcg, spd = certified._pcg_solve, certified._spd_solve
+
+    def spy_pcg(*args):
+        out = pcg(*args)
+        calls.append("pcg" if out is not None else "pcg gave up")
+        return out
+
+    def spy_spd(*args):
+        calls.append("direct")
+        return spd(*args)
+
+    monkeypatch.setattr(certified, "_pcg_solve", spy_pcg)
+    monkeypatch.setattr(certified, "_spd_solve", spy_spd)
+    ra = iterative.remove(group)
+    assert calls == ["pcg"]
+    rb = rebuilt.remove(group)
+    assert calls[1:] == ["direct"]
     monkeypatch.setattr(certified, "PCG_MAX_ITER", 0)
     rc = downdated.remove(group)
+    assert calls[2:] == ["pcg gave up", "direct"]
     for other, rep in ((rebuilt, rb), (downdated, rc)):
         np.testing.assert_allclose(iterative.coef_, other.coef_, rtol=0, atol=1e-9)
         # the iterative solve adds its residual (about PCG_RTOL * ||Delta||) to the bound
@@ -167,6 +185,15 @@ def test_pcg_solve_reports_its_true_residual():
     assert np.all(S[:, 1] == 0.0) and 1 <= iters <= certified.PCG_MAX_ITER
     S0, res0, it0 = certified._pcg_solve(H, np.linalg.inv(H), 0.5, Xg, Dg, np.zeros((d, k)))
     assert it0 == 0 and not S0.any() and not res0.any()
+    # an inexact preconditioner (the inverse of another SPD matrix) breaks the recursions'
+    # premise H z = r; the residual reported is still B - H' S of the S returned
+    out = certified._pcg_solve(H, np.linalg.inv(H + 5.0 * np.eye(d)), 0.5, Xg, Dg, B)
+    if out is not None:  # a fallback to the direct solve is a legitimate answer too
+        S2, res2, _ = out
+        for j in range(k):
+            Hp = H[j] - 0.5 * np.eye(d) - (Xg * Dg[:, j : j + 1]).T @ Xg
+            want = np.linalg.norm(B[:, j] - Hp @ S2[:, j])
+            assert res2[j] == pytest.approx(want, rel=1e-9, abs=1e-14)
 
 
 def test_removal_errors():
@@ -189,11 +216,17 @@ def test_removal_errors():
     with pytest.raises(UnlearnError, match="all 30 remaining"):
         model.remove(np.arange(30))
     model.remove([4])
+    before = (model.coef_.copy(), model._acc.copy(), model.removed_mask.copy())
     with pytest.raises(UnlearnError, match="already removed"):
         model.remove([3, 4])
-    assert model.n_remaining == 29  # a refused request changes nothing
+    with pytest.raises(UnlearnError, match="more than once"):
+        model.remove([7, 8, 7])
     with pytest.raises(UnlearnError, match="all 29 remaining"):
         model.remove(np.delete(np.arange(30), 4))
+    # a refused request changes nothing
+    assert model.n_remaining == 29
+    for was, now in zip(before, (model.coef_, model._acc, model.removed_mask), strict=True):
+        np.testing.assert_array_equal(was, now)
     with pytest.raises(UnlearnError, match="lam"):
         CertifiedLogReg(lam=0.0)
     with pytest.raises(UnlearnError, match="delta"):

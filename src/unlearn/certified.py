@@ -177,7 +177,8 @@ def _spd_solve(H: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Relative residual ``||H' s - Delta|| / ||Delta||`` at which the iterative Newton solve stops.
+#: Relative residual ``||H' s - Delta|| / ||Delta||`` (Frobenius, all classes) at which the
+#: iterative Newton solve stops.
 PCG_RTOL = 1e-8
 #: Iterations after which the iterative solve gives up and the direct (factorising) one runs.
 PCG_MAX_ITER = 25
@@ -192,13 +193,16 @@ def _pcg_solve(
     with ``m`` removed rows (``Xg``, curvatures ``Dg``) and their ``lam`` terms taken
     out. It is applied without being formed: ``O(K (d^2 + m d))`` per iteration instead
     of the ``O(K m d^2)`` downdate and ``O(K d^3)`` factorisation of the direct solve.
-    With ``H_k^-1`` as preconditioner the iteration matrix is ``I - H_k^-1 (H_k - H'_k)``,
-    whose eigenvalues cluster near ``1 - m / n`` when the removed rows are a small
-    share, so a few iterations reach ``PCG_RTOL`` (two or three on digits at 1-10 %).
+    The classes form one block-diagonal SPD system, solved by one CG with a
+    block-diagonal preconditioner. The preconditioned matrix ``H_k^-1 H'_k =
+    I - H_k^-1 (H_k - H'_k)`` has its eigenvalues near ``1 - m / n`` when the removed
+    rows are a representative (say random) sample, so a few iterations reach
+    ``PCG_RTOL`` (three on digits at 1-10 %); removing a whole class, or a small
+    ``lam``, takes more (about a dozen).
     ``H p`` is carried by recursion (``H z = r``), so each iteration applies ``H^-1``
-    once and never ``H``; the residual is carried the same way. Over a few iterations
-    both drift from their recomputed values by rounding only (``1e-15`` relative), the
-    size of a direct solve's rounding, which the bound leaves out too.
+    once and never ``H``; the residual is carried the same way. Since ``H_inv`` inverts
+    ``H`` only up to about ``cond(H) * eps``, the residual returned is recomputed from
+    ``H`` once the recursion meets the tolerance.
 
     Returns ``(S, residual_norms, iterations)`` with ``S`` of shape ``(d, K)`` and the
     per-class norms of the residual ``B - H' S`` (they enter the certificate's bound),
@@ -227,8 +231,10 @@ def _pcg_solve(
         s += alpha * p
         r -= alpha * q
         if float(np.vdot(r, r)) <= stop:
-            # the recursion's residual; it matches B - H' s recomputed to rounding (tested)
-            return s.T, np.sqrt(np.einsum("kd,kd->k", r, r)), it
+            # The recursions assume H z = r, exact only as far as H_inv inverts H (an error of
+            # about cond(H) * eps): the residual that enters the bound is recomputed from H.
+            res = Bt - np.matmul(H, s[:, :, None])[:, :, 0] + removed_part(s)
+            return s.T, np.sqrt(np.einsum("kd,kd->k", res, res)), it
         z = np.matmul(H_inv, r[:, :, None])[:, :, 0]
         rz_new = float(np.vdot(r, z))
         beta = rz_new / rz
@@ -325,6 +331,9 @@ class CertifiedLogReg:
         self.tol = float(tol)
         self.max_iter = int(max_iter)
         self.coef_: np.ndarray | None = None
+        # filled by prepare(): Hessians, their inverses, per-row terms at w, X'^T X'
+        self._H: np.ndarray | None = None
+        self._H_inv = self._row_grad = self._row_curv = self._gram = None
 
     # ------------------------------------------------------------------ set-up
     def get_params(self) -> dict:
@@ -426,13 +435,16 @@ class CertifiedLogReg:
             W -= np.linalg.solve(self._hessians(W, X, Y), G.T[:, :, None])[:, :, 0].T
         self.coef_ = W
         self.n_iter_ = int(res.nit)
-        self._gram = X.T @ X
-        self._xnorm = math.sqrt(max(float(np.linalg.eigvalsh(self._gram)[-1]), 0.0))
+        self._xnorm = math.sqrt(max(float(np.linalg.eigvalsh(X.T @ X)[-1]), 0.0))
         self._rmax = float(self._row_norm[self._active].max())
-        self._H: np.ndarray | None = None
+        self._invalidate_cache()
         # The optimiser's leftover gradient counts towards the residual from the start.
         self._acc = np.linalg.norm(self._grad(W, X, Y), axis=0)
         self._acc_indep = float(np.linalg.norm(self._acc))
+
+    def _invalidate_cache(self) -> None:
+        """Drop everything :meth:`prepare` caches (it describes another ``w`` or row set)."""
+        self._H = self._H_inv = self._row_grad = self._row_curv = self._gram = None
 
     def prepare(self) -> float:
         """Cache the Hessians of the retained objective at the current ``w``; return seconds.
@@ -449,7 +461,7 @@ class CertifiedLogReg:
         # per-row terms at w (all rows, indexed as X): y * sigmoid(-y w^T x), and l''
         sig = expit(-(self._Y * (self._X @ self.coef_)))
         self._row_grad, self._row_curv = self._Y * sig, sig * (1.0 - sig)
-        # only a preconditioner: its rounding slows the iteration, it never enters the step
+        # the preconditioner: its error slows the iteration; the residual is checked with H
         self._H_inv = np.linalg.inv(self._H)
         # exact again (between preparations they are upper bounds that only loosen)
         self._gram = Xa.T @ Xa
@@ -647,7 +659,7 @@ class CertifiedLogReg:
                 break
             self.coef_, self._acc, self._active = W_new, acc_new, keep
             self._acc_indep += indep
-            self._H = None  # w moved: the cached Hessians no longer apply
+            self._invalidate_cache()  # w moved: the cached Hessians no longer apply
             steps += 1
         seconds = time.perf_counter() - t0
         refresh_seconds = self.prepare() if refresh and self._H is None else 0.0
