@@ -458,9 +458,8 @@ class CertifiedLogReg:
         a = self._active
         Xa = self._X[a]
         self._H = self._hessians(self.coef_, Xa, self._Y[a])
-        # per-row terms at w (all rows, indexed as X): y * sigmoid(-y w^T x), and l''
-        sig = expit(-(self._Y * (self._X @ self.coef_)))
-        self._row_grad, self._row_curv = self._Y * sig, sig * (1.0 - sig)
+        # per-row terms at w, for all rows (indexed as X)
+        self._row_grad, self._row_curv = self._row_terms(self.coef_, self._X, self._Y)
         # the preconditioner: its error slows the iteration; the residual is checked with H
         self._H_inv = np.linalg.inv(self._H)
         # exact again (between preparations they are upper bounds that only loosen)
@@ -474,6 +473,12 @@ class CertifiedLogReg:
         """Gradient of the sum-form ``L_b(W; (X, Y))``, one column per class."""
         M = Y * (X @ W)
         return X.T @ (-Y * expit(-M)) + self.lam * X.shape[0] * W + self.b_
+
+    def _row_terms(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray):
+        """Per row and class: ``y * sigmoid(-y w^T x)`` (minus the loss gradient's factor)
+        and ``l''``, both ``(n, K)``."""
+        sig = expit(-(Y * (X @ W)))
+        return Y * sig, sig * (1.0 - sig)
 
     def _curvature(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         P = expit(Y * (X @ W))
@@ -575,8 +580,7 @@ class CertifiedLogReg:
         if self._H is not None:  # the per-row terms at w were cached with the Hessians
             row_grad, Dg = self._row_grad[group], self._row_curv[group]
         else:
-            sig = expit(-(self._Y[group] * (Xg @ W)))
-            row_grad, Dg = self._Y[group] * sig, sig * (1.0 - sig)
+            row_grad, Dg = self._row_terms(W, Xg, self._Y[group])
         # Delta = lam * m * w + sum_j grad l(w^T x_j, y_j), one column per class
         Delta = self.lam * m * W - Xg.T @ row_grad
         solved = None
@@ -636,10 +640,7 @@ class CertifiedLogReg:
             raise UnlearnError(
                 f"cannot remove all {n_active} remaining samples: nothing would be left to train on"
             )
-        if one_by_one:
-            groups = [idx[i : i + 1] for i in range(idx.size)]
-        else:
-            groups = [idx]
+        groups = [idx[i : i + 1] for i in range(idx.size)] if one_by_one else [idx]
         retrained, steps = False, 0
         acc_before = self._acc.copy()
         budget = self.budget

@@ -167,6 +167,21 @@ def answer_probability(logprob_sum, n_tokens) -> np.ndarray:
     return np.exp(s / n)
 
 
+def _answer_and_perturbed(answer, name: str, perturbed) -> tuple[np.ndarray, np.ndarray]:
+    """Validated mean log-probs of one answer per item (n,) and of its k perturbed ones (n, k)."""
+    ans = _check_logprobs(finite_vector(answer, name), name)
+    pert = np.asarray(perturbed, dtype=np.float64)
+    if pert.ndim != 2 or pert.shape[0] != len(ans) or pert.shape[1] == 0:
+        raise ValueError(
+            f"perturbed_logprob_mean must have shape (n, k) = ({len(ans)}, k >= 1), "
+            f"got {pert.shape}"
+        )
+    if not np.all(np.isfinite(pert)):
+        raise ValueError("perturbed_logprob_mean must be finite")
+    _check_logprobs(pert, "perturbed_logprob_mean")
+    return ans, pert
+
+
 def normalised_answer_probability(answer_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
     """TOFU's answer probability on the real-authors and world-facts sets, per item.
 
@@ -176,18 +191,9 @@ def normalised_answer_probability(answer_logprob_mean, perturbed_logprob_mean) -
     aggregation). ``answer_logprob_mean`` has shape (n,), ``perturbed_logprob_mean``
     (n, k). Values lie in (0, 1); 1 / (k + 1) is a model indifferent between the options.
     """
-    true = _check_logprobs(
-        finite_vector(answer_logprob_mean, "answer_logprob_mean"), "answer_logprob_mean"
+    true, pert = _answer_and_perturbed(
+        answer_logprob_mean, "answer_logprob_mean", perturbed_logprob_mean
     )
-    pert = np.asarray(perturbed_logprob_mean, dtype=np.float64)
-    if pert.ndim != 2 or pert.shape[0] != len(true) or pert.shape[1] == 0:
-        raise ValueError(
-            f"perturbed_logprob_mean must have shape (n, k) = ({len(true)}, k >= 1), "
-            f"got {pert.shape}"
-        )
-    if not np.all(np.isfinite(pert)):
-        raise ValueError("perturbed_logprob_mean must be finite")
-    _check_logprobs(pert, "perturbed_logprob_mean")
     # a softmax over the options' mean log-probs, computed stably
     top = np.maximum(true, pert.max(axis=1))
     num = np.exp(true - top)
@@ -207,18 +213,9 @@ def truth_ratio(para_logprob_mean, perturbed_logprob_mean) -> np.ndarray:
 
     The raw ratio, in (0, inf), is returned; see :func:`truth_ratio_score` for the summary.
     """
-    para = _check_logprobs(
-        finite_vector(para_logprob_mean, "para_logprob_mean"), "para_logprob_mean"
+    para, pert = _answer_and_perturbed(
+        para_logprob_mean, "para_logprob_mean", perturbed_logprob_mean
     )
-    pert = np.asarray(perturbed_logprob_mean, dtype=np.float64)
-    if pert.ndim != 2 or pert.shape[0] != len(para) or pert.shape[1] == 0:
-        raise ValueError(
-            f"perturbed_logprob_mean must have shape (n, k) = ({len(para)}, k >= 1), "
-            f"got {pert.shape}"
-        )
-    if not np.all(np.isfinite(pert)):
-        raise ValueError("perturbed_logprob_mean must be finite")
-    _check_logprobs(pert, "perturbed_logprob_mean")
     return np.exp(pert.mean(axis=1) - para)
 
 
