@@ -68,3 +68,21 @@ def test_readme_python_block_runs(tmp_path, monkeypatch):
     exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "unlearned.safetensors").is_file()
     assert namespace["record"].method == "neggrad_plus"
+
+
+def test_readme_language_model_block_runs():
+    """The README's second example (a group request on a language model), with a tiny
+    random Llama standing in for ``lm``."""
+    import re
+    from pathlib import Path
+
+    from unlearn.models.hf import tiny_llama, tiny_tokenizer
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[1]
+    texts = re.findall(r'"([^"]+)"', block)
+    tok = tiny_tokenizer(texts)
+    namespace: dict = {"unlearn": __import__("unlearn"), "tokenizer": tok, "lm": tiny_llama(tok)}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    rec = namespace["record"]
+    assert rec.method == "npo" and rec.touched.startswith("LoRA r=8")

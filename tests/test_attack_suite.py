@@ -137,7 +137,7 @@ def test_mia_nn_and_challenge_in_a_run(tmp_path):
         ({"references": 5}, "even"),
         ({"ulira": ["nope"]}, "not a row"),
         ({"bogus": 1}, "unknown attack option"),
-        ({"challenge": {"models": 1, "rows": ["finetune"]}}, "models >= 2"),
+        ({"challenge": {"models": 1, "rows": ["finetune"]}}, "models >= 3"),
     ],
 )
 def test_attack_options_are_validated(attacks, match):

@@ -171,4 +171,21 @@ def test_bench_dispatches_certified_scenarios(tmp_path, capsys):
     assert "newton_removal@2%" in md and "Avg.Gap is the mean" not in md
     _bad(tmp_path, capsys, [str(write(tmp_path, {**scenario, "fractions": [2]}))], "fractions")
     bad_kind = {**TINY, "kind": "diffusion"}
-    _bad(tmp_path, capsys, [str(write(tmp_path, bad_kind))], "not a classifier scenario")
+    _bad(tmp_path, capsys, [str(write(tmp_path, bad_kind))], "unknown kind 'diffusion'")
+
+
+def test_usage_errors_are_one_line_from_the_installed_command(tmp_path):
+    exe = Path(sys.executable).parent / "unlearn"
+    if not exe.exists():
+        exe = shutil.which("unlearn")
+    scenario = write(tmp_path, TINY)
+    for args in (
+        ["train", str(scenario)],
+        ["bench", "--fast"],
+        ["train", str(scenario), "--out", ""],
+    ):
+        res = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2, res.stderr
+        assert len(lines) == 1 and lines[0].startswith("unlearn: error:"), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]

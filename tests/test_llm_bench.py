@@ -15,13 +15,13 @@ TINY = {
     "kind": "llm",
     "model": {"name": "tiny", "hidden": 64, "layers": 2},
     "data": {"people": 6, "per_person": 3, "holdout_people": 2, "seed": 0},
-    "forget": {"fraction": 0.2},
+    "forget": {"fraction": 0.4, "probe": 0.5},
     "recipe": {"epochs": 20, "lr": 3e-3, "batch_size": 8, "lora_rank": 0},
     "eval": {"retain_items": 4, "max_new_tokens": 8},
     "seeds": [0],
     "cache_dir": None,
     "methods": [
-        {"name": "llm_ga", "steps": 3, "lr": 1e-3},
+        {"name": "llm_ga", "steps": 4, "lr": 1e-3, "target_forget_acc": 0.0, "check_every": 2},
         {"label": "lune-r4", "name": "lune", "steps": 3, "lr": 1e-2, "lora_rank": 4},
     ],
 }
@@ -52,11 +52,29 @@ def test_llm_results_layout(results):
         if row["method"] in ("llm_ga", "lune-r4"):
             assert "peak_mem_mb" in row["metrics"] and "train_state_mb" in row["metrics"]
     retrain = next(r for r in results["rows"] if r["method"] == "retrain")["metrics"]
-    assert retrain["forget_quality"] == 1.0 and retrain["privleak"] == 0.0
+    # the oracle against itself is not measured: missing, never written in
+    assert retrain["forget_quality"] is None and retrain["privleak"] is None
     lune = next(r for r in results["rows"] if r["method"] == "lune-r4")["metrics"]
     ga = next(r for r in results["rows"] if r["method"] == "llm_ga")["metrics"]
     assert lune["train_state_mb"] < ga["train_state_mb"] / 5
     json.dumps(results)  # serialisable as results.json
+
+
+def test_the_stop_probe_reads_only_unscored_forget_items(results):
+    from unlearn.bench.llm import probe_split
+
+    info = results["info"]
+    probe_qs = set(info["probe_questions_seed0"])
+    # 2 of the 6 people (3 items each) are forgotten; half of their items are the probe
+    assert len(probe_qs) == 3
+    items = make_fictitious(6, 3, seed=0).items
+    probe, scored = probe_split(items[:6], 0.5, seed=0)
+    assert len(probe) == 3 and len(scored) == 3
+    assert not {it.question for it in probe} & {it.question for it in scored}
+    assert probe_split(items[:6], 0.5, seed=0) == (probe, scored)
+    assert probe_split(items[:6], None, seed=0) == ([], list(items[:6]))
+    ga = next(r for r in results["rows"] if r["method"] == "llm_ga")
+    assert ga["record"]["extra"]["probe_seconds"] > 0
 
 
 def test_forget_quality_separates_the_original_from_the_oracle(results):
@@ -84,7 +102,12 @@ def test_llm_report_is_written(results, tmp_path):
         ({"benchmark": "tofu"}, "benchmark"),
         ({"forget": {"fraction": 1.5}}, "fraction"),
         ({"methods": [{"name": "salun"}]}, "not a language-model method"),
-        ({"methods": [{"name": "llm_npo", "epochs": 2}]}, "unknown option"),
+        ({"methods": [{"name": "llm_npo", "no_such_option": 2}]}, "unknown option"),
+        (
+            {"forget": {"fraction": 0.2}, "methods": [{"name": "npo", "target_forget_acc": 10}]},
+            "declare the probe split",
+        ),
+        ({"forget": {"fraction": 0.2, "probe": 1.0}}, "probe must be a fraction"),
         ({"methods": [{"name": "llm_ga", "label": "retrain"}]}, "reserved"),
         ({"surprise": 1}, "unknown key"),
         ({"eval": {"retain": 3}}, "unknown eval key"),

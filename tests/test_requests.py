@@ -68,3 +68,36 @@ def test_request_from_dict():
         request_from_dict({"kind": "everything"})
     with pytest.raises(InvalidRequestError, match="kind 'class'"):
         request_from_dict({"kind": "class", "clases": [1]})
+
+
+def test_group_requests_resolve_against_group_labels():
+    from unlearn.requests import GroupRequest
+    from unlearn.tasks import PairData
+
+    data = PairData(
+        [("q1", "a1"), ("q2", "a2"), ("q3", "a3"), ("q4", "a4")],
+        {"person": ["ana", "ben", "ana", "cy"]},
+    )
+    assert GroupRequest(groups=("ana",), by="person").resolve(data).tolist() == [0, 2]
+    assert GroupRequest(groups=["ben", "cy"], by="person").resolve(data).tolist() == [1, 3]
+    with pytest.raises(InvalidRequestError, match="person 'dan' does not occur"):
+        GroupRequest(groups=("dan",), by="person").resolve(data)
+    with pytest.raises(InvalidRequestError, match="has no 'client' labels"):
+        GroupRequest(groups=("ana",), by="client").resolve(data)
+    with pytest.raises(InvalidRequestError, match="whole training set"):
+        GroupRequest(groups=("ana", "ben", "cy"), by="person").resolve(data)
+    with pytest.raises(InvalidRequestError, match="groups by one of"):
+        GroupRequest(groups=("ana",), by="planet")
+    with pytest.raises(InvalidRequestError, match="duplicates"):
+        GroupRequest(groups=("ana", "ana"), by="person")
+    with pytest.raises(InvalidRequestError, match="needs data with"):
+        GroupRequest(groups=(1,), by="client").resolve(Y)
+    req = request_from_dict({"kind": "group", "by": "person", "groups": ["ana"]})
+    assert req.resolve(data).tolist() == [0, 2] and req.describe() == "person ana"
+
+
+def test_class_requests_need_labels():
+    from unlearn.tasks import PairData
+
+    with pytest.raises(InvalidRequestError, match="needs labelled data"):
+        ClassRequest(classes=[1]).resolve(PairData([("q", "a"), ("r", "b")]))

@@ -1,4 +1,5 @@
-"""Every committed scenario file (benchmarks/ and benchmarks/tuning/) parses with its runner."""
+"""Every committed scenario file (benchmarks/ and benchmarks/tuning/) parses with its runner,
+and every scenario's `targets:` block follows the schema of unlearn.bench.targets."""
 
 from pathlib import Path
 
@@ -30,3 +31,65 @@ def test_scenario_file_parses(path):
         assert _check(raw)["fractions"]
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
+
+
+# ---------------------------------------------------------------- the targets: blocks
+
+PACKAGED = sorted((ROOT.parent / "src" / "unlearn" / "bench" / "scenarios").glob("*.yaml"))
+SCENARIOS = [p for p in FILES if p.parent.name != "tuning"] + PACKAGED
+REFERENCES = ("original", "retrain", "oracle_noise")
+
+
+def _labels(raw: dict) -> set[str]:
+    """The row labels a run of the scenario ``raw`` produces (read from the file itself)."""
+    if raw.get("kind") == "certified":
+        return {
+            f"{m}@{100 * f:g}%" for f in raw["fractions"] for m in (*REFERENCES, "newton_removal")
+        }
+    return {*REFERENCES, *(m.get("label", m["name"]) for m in raw["methods"])}
+
+
+def _named_rows(target) -> set[str]:
+    """Every row label a parsed target refers to."""
+    rows = set(target.rows or ())
+    quantities = [*target.show, *(c.quantity for c in (*target.where, *target.require))]
+    rows |= {c.row for c in (*target.where, *target.require) if c.row is not None}
+    rows |= {q.times_less_than for q in quantities if q.times_less_than is not None}
+    rows |= {q.distance_to for q in quantities if isinstance(q.distance_to, str)}
+    return rows
+
+
+def test_every_scenario_declares_targets():
+    assert len(SCENARIOS) >= 9 and PACKAGED
+    for path in SCENARIOS:
+        assert yaml.safe_load(path.read_text()).get("targets"), f"{path} has no targets: block"
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_targets_block_follows_the_schema_and_names_rows_of_the_run(path):
+    from unlearn.bench.targets import parse_targets
+
+    raw = yaml.safe_load(path.read_text())
+    targets = parse_targets(raw["targets"], str(path))
+    assert len(targets) == len(raw["targets"])
+    known = _labels(raw)
+    for t in targets:
+        unknown = _named_rows(t) - known
+        assert not unknown, (
+            f"{path}: target {t.name!r} names rows {sorted(unknown)} (known: {known})"
+        )
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_unknown_keys_and_operators_in_a_targets_block_are_named(path):
+    from unlearn.bench.targets import parse_targets
+    from unlearn.errors import UnlearnError
+
+    raw = yaml.safe_load(path.read_text())["targets"]
+    first = raw[0]
+    bad_key = [*raw, {**first, "threshold": 3}]
+    with pytest.raises(UnlearnError, match=rf"targets\[{len(raw)}\].*unknown key 'threshold'"):
+        parse_targets(bad_key, str(path))
+    bad_op = [*raw, {"name": "x", "rows": "original", "require": [{"metric": "m", "approx": 1}]}]
+    with pytest.raises(UnlearnError, match="unknown operator or key 'approx'"):
+        parse_targets(bad_op, str(path))

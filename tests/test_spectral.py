@@ -335,19 +335,31 @@ def test_recipe_round_trips_spectral_options():
     assert TrainRecipe().spectral_clip is None
 
 
-def test_report_clipping_overhead(capsys):
-    """Times one epoch of the SmallCNN on 4000 MNIST-1D-shaped inputs; reports, asserts nothing."""
-    data = random_data(4000, seed=1)
-    times: dict[float | None, float] = {}
-    for clip in (None, 1.0):
+def test_clipping_overhead_is_bounded_and_the_bound_holds():
+    """One epoch of the SmallCNN with per-step clipping (iters=2) costs a bounded multiple of
+    the same epoch without it, and every layer ends under the bound.
+
+    Costs are CPU seconds of this process (``time.process_time``), which other processes'
+    load on a shared machine hardly changes, after one warm-up epoch of each kind, and the
+    best of two runs. Measured on 2 CPU cores: 3x to 5x on 1,024 samples (16 steps, the
+    warm-up of the power iterations and the final thorough clip included; the same epoch
+    without clipping ends at spectral norm 2.7), so the bound of 12x is generous.
+    """
+    data = random_data(1024, seed=1)
+
+    def epoch(clip: float | None) -> tuple[float, nn.Module]:
         model = build_model(CNN_SPEC, seed=0)
         recipe = TrainRecipe(epochs=1, spectral_clip=clip, spectral_iters=2)
-        start = time.perf_counter()
+        start = time.process_time()
         ClassifierTask(10).fit(model, data, recipe, seed=0)
-        times[clip] = min(times.get(clip, math.inf), time.perf_counter() - start)
-    with capsys.disabled():
-        print(
-            f"\n[spectral] one epoch, 4000 x (1, 40), batch 64, iters=2: "
-            f"{times[None]:.3f}s plain, {times[1.0]:.3f}s clipped "
-            f"({times[1.0] / times[None]:.2f}x)"
-        )
+        return time.process_time() - start, model
+
+    for clip in (None, 1.0):  # warm-up: first calls allocate and initialise lazily
+        epoch(clip)
+    plain = min(epoch(None)[0] for _ in range(2))
+    clipped, model = min((epoch(1.0) for _ in range(2)), key=lambda run: run[0])
+    ratio = clipped / max(plain, 1e-3)
+    assert ratio < 12.0, f"clipping costs {ratio:.1f}x ({clipped:.3f}s vs {plain:.3f}s plain)"
+    clipper = SpectralClipper(model, data.x[:1], 1.0, warmup_iters=0)
+    norms = cnn_layers(model, clipper)
+    assert max(norms.values()) <= 1.05, norms

@@ -1,63 +1,96 @@
-"""The Python API: unlearn part of a classifier's training data, or facts from a causal LM,
-in one call."""
+"""The Python API: one call unlearns part of any model family's training data."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .data.core import ArrayData, as_array_data, split_request
+from .data.core import ArrayData, Split, split_request
 from .errors import UnlearnError
 from .methods.base import MethodConfig, RunRecord, UnlearnContext, get_method
-from .requests import ForgetRequest
+from .requests import ForgetRequest, SampleRequest
+from .tasks.base import Task
 from .tasks.classifier import ClassifierTask, TrainRecipe
 
 __all__ = ["unlearn", "unlearn_lm", "train_classifier"]
 
 
+def _default_task(model: Any, data: Any, num_classes: int | None, device) -> Task:
+    from .certified import CertifiedLogReg
+    from .tasks.convex import ConvexTask, MatrixData
+
+    if isinstance(model, CertifiedLogReg) or isinstance(data, MatrixData):
+        return ConvexTask()
+    if isinstance(model, nn.Module) and not isinstance(data, ArrayData):
+        first = None
+        try:
+            first = data[0] if len(data) else None
+        except (TypeError, KeyError, IndexError):
+            first = None
+        if isinstance(first, tuple | list) and len(first) == 2 and isinstance(first[0], str):
+            raise UnlearnError(
+                "question-answer data needs a language-model task: pass "
+                "task=unlearn.tasks.CausalLMTask(tokenizer) (or use unlearn_lm)"
+            )
+    arr = ClassifierTask(2, device).as_data(data)
+    return ClassifierTask(num_classes or arr.num_classes, device)
+
+
 def unlearn(
     method: str,
-    model: nn.Module,
-    train: ArrayData | tuple | torch.utils.data.Dataset,
+    model: Any,
+    train: Any,
     request: ForgetRequest,
     *,
+    task: Task | None = None,
     seed: int = 0,
     config: dict | MethodConfig | None = None,
-    recipe: TrainRecipe | dict | None = None,
-    model_factory: Callable[[int], nn.Module] | None = None,
+    recipe: Any = None,
+    model_factory: Callable[[int], Any] | None = None,
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, RunRecord]:
+    probe: Callable[[Any], float] | None = None,
+    alternatives: dict | None = None,
+) -> tuple[Any, RunRecord]:
     """Remove ``request`` from ``model`` (trained on ``train``) with the method named ``method``.
 
-    ``train`` is the model's training data: an :class:`ArrayData`, a pair
-    ``(x, y)`` of arrays/tensors, or a torch ``Dataset`` of ``(x, y)`` pairs.
-    ``recipe`` and ``model_factory`` are only used by ``retrain`` (the
-    oracle); without a factory, retraining re-initialises a copy of ``model``.
-    Returns a new model (``model`` itself is never modified) and its record.
+    ``task`` says how to handle the model family (:mod:`unlearn.tasks`); without one,
+    a classifier task is assumed (a ``CertifiedLogReg`` model gets the convex task).
+    ``train`` is the model's training data in the task's form: for a classifier an
+    :class:`ArrayData`, a pair ``(x, y)`` of arrays/tensors, or a torch ``Dataset`` of
+    ``(x, y)`` pairs; for a language model a ``PairData`` or a list of
+    ``(question, answer)`` pairs. ``recipe`` and ``model_factory`` serve ``retrain``
+    (the oracle); ``probe`` and ``alternatives`` are optional method inputs (an early
+    stop, alternative targets such as LUNE's replacement answers). Returns a new model
+    (``model`` itself is never modified) and the run's record.
     """
-    if not isinstance(model, nn.Module):
-        raise UnlearnError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(request, ForgetRequest):
         raise UnlearnError(f"request must be a ForgetRequest, got {type(request).__name__}")
-    data = as_array_data(train)
-    n_cls = num_classes or data.num_classes
-    task = ClassifierTask(n_cls, device)
-    runner = get_method(method, config)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UnlearnError(f"seed must be a non-negative integer, got {seed!r}")
+    if task is None:
+        task = _default_task(model, train, num_classes, device)
+    elif not isinstance(task, Task):
+        raise UnlearnError(f"task must be a unlearn Task, got {type(task).__name__}")
+    task.check_model(model)
+    data = task.as_data(train)
+    runner = get_method(method, config, family=task.family)
     runner.check(request, task)
     split = split_request(data, request)
-    if not isinstance(recipe, TrainRecipe):
-        recipe = TrainRecipe.from_dict(recipe)
     ctx = UnlearnContext(
         task=task,
         split=split,
         request=request,
         original=model,
         seed=seed,
-        recipe=recipe,
+        recipe=task.parse_recipe(recipe),
         model_factory=model_factory,
+        probe=probe,
+        alternatives={k: task.as_data(v) for k, v in (alternatives or {}).items()},
     )
     return runner.run(model, ctx)
 
@@ -71,12 +104,13 @@ def train_classifier(
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Train ``model`` in place with ``recipe`` (the same loop the oracle uses)."""
-    data = as_array_data(train)
-    if not isinstance(recipe, TrainRecipe):
-        recipe = TrainRecipe.from_dict(recipe)
+    task = ClassifierTask(2, device)
+    data = task.as_data(train)
+    task = ClassifierTask(max(data.num_classes, 2), device)
+    recipe = task.parse_recipe(recipe)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        ClassifierTask(data.num_classes, device).fit(model, data, recipe, seed)
+        task.fit(model, data, recipe, seed)
     return model
 
 
@@ -92,43 +126,38 @@ def unlearn_lm(
     negatives: list[tuple[str, str]] | None = None,
     system_prompt: str | None = None,
     device: str | torch.device = "cpu",
+    probe: Callable[[Any], float] | None = None,
 ) -> tuple[nn.Module, RunRecord]:
-    """Make a causal LM forget question-answer pairs with the LM method named ``method``.
+    """A thin wrapper of :func:`unlearn` for a causal LM: forget the ``forget`` pairs,
+    keep the ``retain`` pairs (optional).
 
     ``forget`` and ``retain`` are ``(question, answer)`` pairs, rendered with the
     tokenizer's chat template; ``negatives`` pairs each forget question with a
     replacement answer (LUNE's ``negatives: replace``). ``model`` is never
     modified; returns the unlearned model and its record.
     """
-    from .methods.llm.base import LMUnlearnContext
-    from .tasks.causal_lm import CausalLMTask
+    from .tasks.causal_lm import CausalLMTask, PairData
 
     if not isinstance(model, nn.Module):
         raise UnlearnError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, pairs in (
-        ("forget", forget),
-        ("retain", retain or []),
-        ("negatives", negatives or []),
-    ):
-        bad = [
-            p
-            for p in pairs
-            if not (
-                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(t, str) for t in p)
-            )
-        ]
-        if bad:
-            raise UnlearnError(f"{name} must hold (question, answer) string pairs, got {bad[0]!r}")
-    runner = get_method(method, config)
-    if "causal_lm" not in runner.families:
-        raise UnlearnError(f"method {method!r} is not a language-model method")
+    f = PairData(forget, name="forget")
+    r = PairData(retain or [], name="retain")
+    alt = {"replace": PairData(negatives, name="negatives")} if negatives is not None else {}
     task = CausalLMTask(tokenizer, device, system_prompt=system_prompt)
-    ctx = LMUnlearnContext(
-        task,
-        [tuple(p) for p in forget],
-        [tuple(p) for p in (retain or [])],
-        model,
-        seed,
-        negatives=[tuple(p) for p in negatives] if negatives is not None else None,
+    runner = get_method(method, config, family=task.family)
+    request = SampleRequest(indices=list(range(len(f)))) if len(f) else None
+    if request is None:
+        raise UnlearnError("the forget set is empty")
+    runner.check(request, task)
+    # the request is built here, so the split is too: a retain set may be empty (GA)
+    split = Split(PairData.concat([f, r]), np.arange(len(f)), np.arange(len(f), len(f) + len(r)))
+    ctx = UnlearnContext(
+        task=task,
+        split=split,
+        request=request,
+        original=model,
+        seed=seed,
+        probe=probe,
+        alternatives=alt,
     )
     return runner.run(model, ctx)

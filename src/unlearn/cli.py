@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import UnlearnError
@@ -12,21 +14,23 @@ EXIT_BAD_INPUT = 2
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from .methods import available_methods
+    from .methods import available_methods, method_aliases
 
-    rows = [
-        (name, ", ".join(cls.request_kinds), ", ".join(cls.families), cls.summary)
+    rows = [("method", "requests", "models", "summary")] + [
+        (name, ", ".join(cls.request_kinds), ", ".join(cls.families()), cls.summary)
         for name, cls in available_methods().items()
     ]
-    w = max(len(r[0]) for r in rows)
-    k = max(len(r[1]) for r in rows)
-    print(f"{'method'.ljust(w)}  {'requests'.ljust(k)}  models      summary")
-    for name, kinds, fams, summary in rows:
-        print(f"{name.ljust(w)}  {kinds.ljust(k)}  {fams.ljust(10)}  {summary}")
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    aliases = ", ".join(f"{old} -> {new}" for old, new in method_aliases().items())
+    print(f"\ndeprecated names (aliases for one release): {aliases}")
     return 0
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:
+    from .bench.scenario import MAX_SEED
+
     if text is None:
         return None
     try:
@@ -35,52 +39,145 @@ def _parse_seeds(text: str | None) -> list[int] | None:
         raise UnlearnError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise UnlearnError("--seeds must list distinct integers")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UnlearnError(f"--seeds must lie in [0, {MAX_SEED}], got {bad[0]}")
     return seeds
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+# -- output paths: checked before any work ----------------------------------------------
 
-    from .bench import parse_scenario, run_scenario, write_outputs
-    from .bench.scenario import LLM_SCENARIO, read_scenario_file
+
+def _out_path(text: str) -> Path:
+    if not text or not text.strip():
+        raise UnlearnError("--out must not be empty")
+    if "\x00" in text:
+        raise UnlearnError("--out must not hold a NUL character")
+    return Path(text)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _check_writable(out: Path) -> None:
+    """The folder ``out`` is written in (its nearest existing ancestor when missing folders
+    will be created) is a folder we can write: probed with a temporary file, removed."""
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UnlearnError(f"cannot write {out}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".unlearn-probe-", dir=folder)
+    except OSError as exc:
+        raise UnlearnError(f"cannot write {out}: {folder} is not writable ({exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_bench_out(text: str, inputs: list[Path]) -> Path:
+    """The output folder of ``unlearn bench``, refused (with an :class:`UnlearnError`) when
+    it is empty, an existing file, an input or a folder holding one, a folder that holds
+    anything but an earlier run's results, or not writable."""
+    out = _out_path(text)
+    try:
+        if out.exists() and not out.is_dir():
+            raise UnlearnError(f"output path {out} exists and is not a folder")
+        for p in inputs:
+            if _same_file(p, out) or _inside(p, out):
+                raise UnlearnError(f"--out {out} would replace the input {p}")
+        if out.is_dir() and any(out.iterdir()) and not (out / "results.json").is_file():
+            raise UnlearnError(
+                f"output folder {out} exists and holds files that are not a run's results "
+                "(it has no results.json): give a new folder"
+            )
+        _check_writable(out)
+        if out.is_dir():
+            _check_writable(out / "results.json")
+    except OSError as exc:
+        raise UnlearnError(f"cannot use --out {out}: {exc}") from None
+    return out
+
+
+def check_train_out(text: str, inputs: list[Path], force: bool) -> Path:
+    """The checkpoint path of ``unlearn train``: not empty, not a folder, not an input (even
+    with ``force``), not an existing file without ``force``, in a writable folder."""
+    out = _out_path(text)
+    if text.endswith(("/", os.sep)):
+        raise UnlearnError(f"--out {text} must be a checkpoint file path, not a folder")
+    try:
+        if out.is_dir():
+            raise UnlearnError(f"--out {out} is a folder: give a checkpoint file path")
+        for p in inputs:
+            if _same_file(p, out):
+                raise UnlearnError(f"--out {out} is the input {p}: refusing to overwrite it")
+        if out.exists():
+            if not force:
+                raise UnlearnError(f"{out} exists: pass --force to overwrite it")
+            if not out.is_file():
+                raise UnlearnError(f"--out {out} exists and is not a regular file")
+        _check_writable(out)
+    except OSError as exc:
+        raise UnlearnError(f"cannot use --out {out}: {exc}") from None
+    return out
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.scenario import LLM_SCENARIO, check_plain, read_scenario_file
 
     if args.llm and args.scenario is not None:
         raise UnlearnError("give either a scenario file or --llm, not both")
     raw, path = read_scenario_file(LLM_SCENARIO if args.llm else args.scenario)
     seeds = _parse_seeds(args.seeds)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UnlearnError(f"output path {out} exists and is not a folder")
-    if raw.get("kind") == "certified":
-        from .bench.certified import run_certified
+    run_raw = raw if seeds is None else {**raw, "seeds": seeds}
+    kind = raw.get("kind", "classifier")
+    check_plain(raw, "", str(path))  # every kind: plain JSON values, no NaN, no YAML dates
+    from .bench.core import family_for
 
-        if seeds is not None:
-            raw = {**raw, "seeds": seeds}
-        results = run_certified(raw, progress=None if args.quiet else _echo)
-    elif raw.get("kind") == "llm":
-        from .bench.llm import run_llm
+    fam = family_for(raw, str(path))  # the one runner: a plugin per kind (family)
+    sc = fam.parse(run_raw, str(path), path.parent)
+    if kind == "classifier":
+        sc.sc.raw = raw  # the file as written (seeds given on the command line are in "seeds")
+        sc.raw = raw
+    out = check_bench_out(args.out, fam.inputs(sc, path))
+    fam.check(sc)
+    if args.check:
+        return _checked(path, out)
+    results = _run(fam, sc, args.quiet)
+    from .bench import write_outputs
 
-        if seeds is not None:
-            raw = {**raw, "seeds": seeds}
-        results = run_llm(raw, progress=None if args.quiet else _echo, source=str(path))
-    else:
-        scenario = parse_scenario(raw, str(path), path.parent)
-        if seeds is not None:
-            scenario.seeds = seeds
-        total = len(scenario.seeds) * (3 + len(scenario.methods))
-        with tqdm(
-            total=total, desc=scenario.name, unit="run", file=sys.stderr, disable=args.quiet
-        ) as bar:
-
-            def progress(msg: str) -> None:
-                bar.set_postfix_str(msg.split("] ", 1)[-1][:60])
-                if msg.startswith("["):
-                    bar.update(1)
-
-            results = run_scenario(scenario, progress=progress)
     write_outputs(results, out)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'report.html'}")
     return 0
+
+
+def _checked(path: Path, out: Path) -> int:
+    print(f"{path}: valid, and {out} can be written (--check: nothing trained or written)")
+    return 0
+
+
+def _run(fam, sc, quiet: bool) -> dict:
+    from tqdm import tqdm
+
+    from .bench.core import run_parsed
+
+    with tqdm(total=fam.ticks(sc), desc=sc.name, unit="run", file=sys.stderr, disable=quiet) as bar:
+
+        def progress(msg: str) -> None:
+            bar.set_postfix_str(msg.split("] ", 1)[-1][:60])
+            if msg.startswith("["):
+                bar.update(1)
+            else:
+                bar.write(msg, file=sys.stderr)
+
+        return run_parsed(fam, sc, progress=progress)
 
 
 def _echo(msg: str) -> None:
@@ -88,30 +185,48 @@ def _echo(msg: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .bench.runner import _model_spec
-    from .bench.scenario import load_scenario
+    from .bench.scenario import (
+        MAX_SEED,
+        check_scenario,
+        load_scenario,
+        model_spec,
+        scenario_inputs,
+    )
     from .data import load_dataset
     from .io import save_model
     from .models import build_model
     from .tasks import ClassifierTask
 
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
     scenario = load_scenario(args.scenario)
-    out = Path(args.out)
-    if not out.parent.exists():
-        raise UnlearnError(f"folder {out.parent} does not exist")
+    path = Path(scenario.source)
+    out = check_train_out(args.out, scenario_inputs(path, scenario), args.force)
+    check_scenario(scenario)
     train, test = load_dataset(scenario.data)
-    spec = _model_spec(scenario, train)
+    spec = model_spec(scenario, train)
     model = build_model(spec, seed=args.seed)
     task = ClassifierTask(train.num_classes, scenario.device)
     task.fit(model, train, scenario.train, args.seed)
     acc = float((task.logits(model, test).argmax(1) == test.y).float().mean()) * 100
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnlearnError(f"cannot create the folder of {out}: {exc}") from None
     save_model(model, out, spec)
     print(f"wrote {out} (test accuracy {acc:.2f} %)")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one ``unlearn: error:`` line, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UnlearnError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unlearn", description="Machine unlearning toolkit.")
+    p = _Parser(prog="unlearn", description="Machine unlearning toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list the unlearning methods and the requests they serve")
     b = sub.add_parser("bench", help="run a benchmark scenario and write results and reports")
@@ -125,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", default=None, help="override the scenario's seeds, e.g. 0,1,2")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument(
+        "--check",
+        action="store_true",
+        help="only validate the scenario and --out (loads the data; trains and writes nothing)",
+    )
+    b.add_argument(
         "--llm",
         action="store_true",
         help="run the built-in LLM scenario (SmolLM2, real facts) instead of the default",
@@ -133,14 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("scenario", nargs="?", default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     handlers = {"methods": _cmd_methods, "bench": _cmd_bench, "train": _cmd_train}
     try:
+        args = parser.parse_args(argv)
         return handlers[args.command](args)
     except UnlearnError as exc:
         msg = " ".join(str(exc).split())

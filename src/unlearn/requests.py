@@ -2,8 +2,15 @@
 
 Each kind is a small frozen dataclass, validated on construction (for what
 it can check alone) and again by :meth:`ForgetRequest.resolve` against the
-training data it applies to. ``resolve`` returns the sorted indices of the
-training samples to forget; nothing is modified on failure.
+training data it applies to (any family's data set: an ``ArrayData``, a
+``PairData``, a ``MatrixData``, or a bare array of labels). ``resolve``
+returns the sorted indices of the training items to forget; nothing is
+modified on failure.
+
+Kinds: ``samples`` (random or explicit items), ``class`` (every item of some
+labels), ``group`` (every item of some groups: a person in a QA set, a
+federated client, a generator's identity, a diffusion concept, a fact; the data
+carries the group labels, ``data.group_labels(by)``) and ``feature``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,40 @@ __all__ = [
     "SampleRequest",
     "ClassRequest",
     "FeatureRequest",
+    "GroupRequest",
+    "GROUP_KINDS",
     "request_from_dict",
 ]
+
+#: what a group request may name (``by``)
+GROUP_KINDS = ("person", "client", "identity", "concept", "fact", "group")
+
+
+def _size(dataset) -> int:
+    try:
+        return len(dataset)
+    except TypeError:
+        raise InvalidRequestError(
+            f"cannot resolve a request against {type(dataset).__name__}: it has no length"
+        ) from None
+
+
+def _labels(dataset) -> np.ndarray:
+    if isinstance(dataset, np.ndarray | list | tuple):
+        return np.asarray(dataset)
+    targets = getattr(dataset, "targets", None)
+    if not callable(targets):
+        raise InvalidRequestError(
+            f"a class request needs labelled data; {type(dataset).__name__} has no labels"
+        )
+    return np.asarray(targets())
+
+
+def _whole_set(idx: np.ndarray, n: int) -> None:
+    if len(idx) >= n:
+        raise InvalidRequestError(
+            "the forget set is the whole training set: nothing would be retained"
+        )
 
 
 class ForgetRequest:
@@ -29,8 +68,8 @@ class ForgetRequest:
 
     kind: str = "abstract"
 
-    def resolve(self, targets: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-        """Return the sorted training indices this request removes."""
+    def resolve(self, dataset, num_classes: int | None = None) -> np.ndarray:
+        """Return the sorted indices of the items of ``dataset`` this request removes."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -83,8 +122,8 @@ class SampleRequest(ForgetRequest):
                 raise InvalidRequestError("forget indices contain duplicates")
             object.__setattr__(self, "indices", idx)
 
-    def resolve(self, targets: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-        n = len(targets)
+    def resolve(self, dataset, num_classes: int | None = None) -> np.ndarray:
+        n = _size(dataset)
         if self.indices is not None:
             idx = np.asarray(sorted(self.indices), dtype=np.int64)
             if idx[-1] >= n:
@@ -99,10 +138,7 @@ class SampleRequest(ForgetRequest):
                 )
             rng = np.random.default_rng(self.seed)
             idx = np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
-        if len(idx) >= n:
-            raise InvalidRequestError(
-                "the forget set is the whole training set: nothing would be retained"
-            )
+        _whole_set(idx, n)
         return idx
 
     def describe(self) -> str:
@@ -129,8 +165,10 @@ class ClassRequest(ForgetRequest):
             raise InvalidRequestError("forget classes contain duplicates")
         object.__setattr__(self, "classes", tuple(sorted(cls)))
 
-    def resolve(self, targets: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-        targets = np.asarray(targets)
+    def resolve(self, dataset, num_classes: int | None = None) -> np.ndarray:
+        targets = _labels(dataset)
+        if num_classes is None:
+            num_classes = getattr(dataset, "num_classes", None)
         present = set(np.unique(targets).tolist())
         for c in self.classes:
             if c not in present or (num_classes is not None and not 0 <= c < num_classes):
@@ -169,18 +207,70 @@ class FeatureRequest(ForgetRequest):
             raise InvalidRequestError(f"feature index {min(feats)} is negative")
         object.__setattr__(self, "features", tuple(sorted(set(feats))))
 
-    def resolve(self, targets: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    def resolve(self, dataset, num_classes: int | None = None) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
 
     def describe(self) -> str:
         return f"{len(self.features)} input features"
 
 
+@dataclass(frozen=True)
+class GroupRequest(ForgetRequest):
+    """Forget every item of one or more groups: ``by`` names the grouping (a ``person``
+    in a QA set, a federated ``client``, a generator's ``identity``, a diffusion
+    ``concept``, a ``fact``), ``groups`` the group ids to forget."""
+
+    groups: tuple
+    by: str = "group"
+    kind: str = field(default="group", init=False)
+
+    def __post_init__(self) -> None:
+        groups = self.groups
+        if isinstance(groups, str | int | np.integer):
+            groups = (groups,)
+        if not isinstance(groups, tuple | list | np.ndarray) or len(groups) == 0:
+            raise InvalidRequestError("a group request needs at least one group")
+        for g in groups:
+            if isinstance(g, bool) or not isinstance(g, str | int | np.integer):
+                raise InvalidRequestError(f"group ids must be strings or integers, got {g!r}")
+        groups = tuple(int(g) if isinstance(g, np.integer) else g for g in groups)
+        if len(set(groups)) != len(groups):
+            raise InvalidRequestError("forget groups contain duplicates")
+        if self.by not in GROUP_KINDS:
+            raise InvalidRequestError(
+                f"a group request groups by one of {', '.join(GROUP_KINDS)}, got {self.by!r}"
+            )
+        object.__setattr__(self, "groups", groups)
+
+    def resolve(self, dataset, num_classes: int | None = None) -> np.ndarray:
+        getter = getattr(dataset, "group_labels", None)
+        if not callable(getter):
+            raise InvalidRequestError(
+                f"a group request needs data with {self.by!r} labels; "
+                f"{type(dataset).__name__} has no group labels"
+            )
+        labels = np.asarray(getter(self.by))
+        present = set(labels.tolist())
+        for g in self.groups:
+            if g not in present:
+                shown = sorted(map(str, present))[:10]
+                raise InvalidRequestError(
+                    f"{self.by} {g!r} does not occur in the training data (e.g. {shown})"
+                )
+        idx = np.flatnonzero(np.isin(labels, list(self.groups))).astype(np.int64)
+        _whole_set(idx, len(labels))
+        return idx
+
+    def describe(self) -> str:
+        return f"{self.by} " + ", ".join(str(g) for g in self.groups)
+
+
 def request_from_dict(spec: dict, default_seed: int = 0) -> ForgetRequest:
     """Build a request from a scenario-file mapping.
 
     ``{kind: random, fraction: 0.1}``, ``{kind: samples, indices: [...]}``,
-    ``{kind: class, classes: [3]}``, ``{kind: feature, features: [...]}``.
+    ``{kind: class, classes: [3]}``, ``{kind: feature, features: [...]}``,
+    ``{kind: group, by: person, groups: [...]}``.
     """
     if not isinstance(spec, dict):
         raise InvalidRequestError(f"a forget request must be a mapping, got {type(spec).__name__}")
@@ -196,8 +286,10 @@ def request_from_dict(spec: dict, default_seed: int = 0) -> ForgetRequest:
             return ClassRequest(**spec)
         if kind == "feature":
             return FeatureRequest(**spec)
+        if kind == "group":
+            return GroupRequest(**spec)
     except TypeError as exc:
         raise InvalidRequestError(f"forget request of kind '{kind}': {exc}") from None
     raise InvalidRequestError(
-        f"unknown forget request kind {kind!r} (expected random, samples, class or feature)"
+        f"unknown forget request kind {kind!r} (expected random, samples, class, group or feature)"
     )

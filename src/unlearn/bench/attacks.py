@@ -67,31 +67,86 @@ class AttackConfig:
     cache_dir: str = ".cache/unlearn"
     targets: int | None = None  # test samples used as U-LiRA/RMIA non-members (default: |forget|)
 
+    #: Most worker processes a scenario may ask for (each trains one model at a time).
+    MAX_WORKERS = 256
+    #: The challenge score's forget quality needs at least 3 models per side.
+    MIN_CHALLENGE_MODELS = 3
+
     @classmethod
     def from_dict(cls, raw, source: str) -> AttackConfig:
+        """The ``attacks`` mapping of a scenario, every option checked for type and range
+        (a :class:`ScenarioError` naming it otherwise)."""
         if raw is None:
             return cls()
+
+        def fail(msg: str) -> ScenarioError:
+            return ScenarioError(f"scenario {source}: 'attacks': {msg}")
+
+        def integer(key: str, value, low: int, high: int | None = None) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise fail(f"{key!r} must be an integer, got {value!r}")
+            if value < low or (high is not None and value > high):
+                bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise fail(f"{key!r} must be {bounds}, got {value}")
+            return value
+
+        def flag(key: str, value) -> bool:
+            if not isinstance(value, bool):
+                raise fail(f"{key!r} must be true or false, got {value!r}")
+            return value
+
+        def rows(key: str, value) -> list[str]:
+            if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+                raise fail(f"{key!r} must be a list of row labels, got {value!r}")
+            if len(set(value)) != len(value):
+                raise fail(f"{key!r} lists a row twice: {value!r}")
+            return list(value)
+
         if not isinstance(raw, dict):
             raise ScenarioError(f"scenario {source}: 'attacks' must be a mapping")
-        unknown = sorted(set(raw) - _KEYS)
+        unknown = sorted(map(str, set(raw) - _KEYS))
         if unknown:
             raise ScenarioError(f"scenario {source}: unknown attack option(s) {unknown}")
-        raw = dict(raw)
-        ch = raw.pop("challenge", None) or {}
-        if not isinstance(ch, dict) or set(ch) - {"models", "rows"}:
-            raise ScenarioError(f"scenario {source}: 'challenge' takes 'models' and 'rows'")
-        cfg = cls(
-            **raw,
-            challenge_models=int(ch.get("models", 0)),
-            challenge_rows=list(ch.get("rows", [])),
-        )
-        if cfg.references < 4 or cfg.references % 2:
-            raise ScenarioError(f"scenario {source}: 'references' must be even and >= 4")
-        if cfg.mia_nn_references < 2 or cfg.mia_nn_references % 2:
-            raise ScenarioError(f"scenario {source}: 'mia_nn_references' must be even and >= 2")
-        if cfg.challenge_rows and cfg.challenge_models < 2:
-            raise ScenarioError(f"scenario {source}: the challenge score needs models >= 2")
-        return cfg
+        kw: dict = {}
+        if "references" in raw:
+            kw["references"] = integer("references", raw["references"], 4)
+            if kw["references"] % 2:
+                raise fail(f"'references' must be even and >= 4, got {kw['references']}")
+        if "ulira" in raw:
+            u = raw["ulira"]
+            kw["ulira"] = u if isinstance(u, bool) else rows("ulira", u)
+        for key in ("rmia", "mia_nn"):
+            if key in raw:
+                kw[key] = flag(key, raw[key])
+        if "mia_nn_neighbours" in raw:
+            kw["mia_nn_neighbours"] = integer("mia_nn_neighbours", raw["mia_nn_neighbours"], 1)
+        if "mia_nn_references" in raw:
+            r = integer("mia_nn_references", raw["mia_nn_references"], 2)
+            if r % 2:
+                raise fail(f"'mia_nn_references' must be even and >= 2, got {r}")
+            kw["mia_nn_references"] = r
+        if raw.get("workers") is not None:
+            kw["workers"] = integer("workers", raw["workers"], 1, cls.MAX_WORKERS)
+        if "cache_dir" in raw:
+            c = raw["cache_dir"]
+            if not isinstance(c, str) or not c.strip():
+                raise fail(f"'cache_dir' must be a folder path, got {c!r}")
+            kw["cache_dir"] = c
+        if raw.get("targets") is not None:
+            kw["targets"] = integer("targets", raw["targets"], 1)
+        ch = raw.get("challenge")
+        if ch is not None:
+            if not isinstance(ch, dict) or set(ch) - {"models", "rows"}:
+                raise fail(f"'challenge' takes 'models' and 'rows', got {ch!r}")
+            kw["challenge_rows"] = rows("challenge rows", ch.get("rows", []))
+            if "models" in ch:
+                kw["challenge_models"] = integer("challenge models", ch["models"], 0)
+            if kw["challenge_rows"] and kw.get("challenge_models", 0) < cls.MIN_CHALLENGE_MODELS:
+                raise fail(
+                    f"the challenge score needs models >= {cls.MIN_CHALLENGE_MODELS}, "
+                    f"got {kw.get('challenge_models', 0)}"
+                )
+        return cls(**kw)
 
     @property
     def active(self) -> bool:

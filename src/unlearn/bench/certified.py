@@ -48,17 +48,20 @@ cache (it serves no removals).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from ..certified import CertifiedLogReg
-from ..data import load_dataset
+from ..certified import CertifiedLogReg, RemovalReport
+from ..data import check_data_spec, load_dataset, split_request
 from ..errors import ScenarioError, UnlearnError
-from .runner import _versions, summarise
+from ..methods.base import UnlearnContext, get_method
+from ..requests import SampleRequest
+from ..tasks.convex import ConvexTask, MatrixData
+from .core import Family, World, register_family, run_parsed
+from .scenario import check_common
 
 __all__ = ["run_certified", "unit_features", "DEFAULT_MODEL"]
 
@@ -78,6 +81,8 @@ _KEYS = {
     "repeats",
     "threads",
     "one_by_one",
+    "targets",
+    "device",
 }
 _MODEL_KEYS = {"lam", "sigma", "epsilon", "delta", "tol", "max_iter"}
 
@@ -106,9 +111,12 @@ def _label(method: str, fraction: float) -> str:
 
 def _check(spec: dict) -> dict:
     """Validate the scenario mapping; return it with defaults filled in."""
-    if not isinstance(spec, dict):
-        raise ScenarioError("a certified scenario must be a mapping")
-    name = spec.get("name", "certified")
+    common = check_common(
+        spec,
+        str(spec.get("name", "certified")) if isinstance(spec, dict) else "certified",
+        default_name="certified",
+    )
+    name = common.name
     unknown = set(spec) - _KEYS
     if unknown:
         raise ScenarioError(
@@ -118,6 +126,14 @@ def _check(spec: dict) -> dict:
         raise ScenarioError(f"scenario {name}: kind must be 'certified', got {spec['kind']!r}")
     if "data" not in spec:
         raise ScenarioError(f"scenario {name}: 'data' is required")
+    if not isinstance(spec["data"], dict):
+        raise ScenarioError(f"scenario {name}: 'data' must be a mapping")
+    try:
+        check_data_spec(spec["data"])
+    except UnlearnError as exc:
+        raise ScenarioError(f"scenario {name}: 'data': {exc}") from None
+    if spec.get("model") is not None and not isinstance(spec["model"], dict):
+        raise ScenarioError(f"scenario {name}: 'model' must be a mapping")
     model = dict(DEFAULT_MODEL)
     model.update(spec.get("model") or {})
     bad = set(model) - _MODEL_KEYS
@@ -130,17 +146,12 @@ def _check(spec: dict) -> dict:
         or not all(isinstance(f, int | float) and 0 < f < 1 for f in fractions)
     ):
         raise ScenarioError(f"scenario {name}: 'fractions' must be a list of numbers in (0, 1)")
-    seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
-        raise ScenarioError(f"scenario {name}: 'seeds' must be a non-empty list of integers")
+    seeds, offset = common.seeds, common.noise_seed_offset
     repeats = spec.get("repeats", 5)
     threads = spec.get("threads", 1)
-    offset = spec.get("noise_seed_offset", 1000)
-    for key, val in (("repeats", repeats), ("threads", threads), ("noise_seed_offset", offset)):
-        if type(val) is not int or val < (0 if key == "noise_seed_offset" else 1):
-            raise ScenarioError(f"scenario {name}: '{key}' must be a positive integer")
-    if offset == 0:
-        raise ScenarioError(f"scenario {name}: 'noise_seed_offset' must not be 0")
+    for key, val in (("repeats", repeats), ("threads", threads)):
+        if type(val) is not int or not 1 <= val <= 1000:
+            raise ScenarioError(f"scenario {name}: '{key}' must be an integer in [1, 1000]")
     try:
         CertifiedLogReg(**model)  # validates the values
     except UnlearnError as exc:
@@ -165,13 +176,6 @@ def _median_time(fn: Callable[[], object], repeats: int) -> tuple[object, float]
         out = fn()
         times.append(time.perf_counter() - t0)
     return out, float(np.median(times))
-
-
-def _row(method: str, frac: float, seed: int, metrics: dict, record: dict | None = None) -> dict:
-    row = {"method": _label(method, frac), "seed": seed, "metrics": metrics}
-    if record is not None:
-        row["record"] = record
-    return row
 
 
 class _Scorer:
@@ -200,134 +204,183 @@ class _Scorer:
         return out
 
 
-def _newton(original: CertifiedLogReg, forget: np.ndarray, cfg: dict, reps: int):
-    """Remove ``forget`` from copies of ``original`` ``reps`` times; the last model, its
-    report, and the median removal and cache-refresh seconds."""
-    reports = []
-    unlearned = original
-    for _ in range(reps):
-        unlearned = copy.deepcopy(original)
-        reports.append(unlearned.remove(forget, one_by_one=cfg["one_by_one"], refresh=True))
-    rep = reports[-1]
-    if not rep.grad_residual_norm <= rep.residual_bound * (1 + 1e-9):
-        raise AssertionError(  # the certificate's premise; never expected
-            f"measured gradient residual {rep.grad_residual_norm} exceeds its bound "
-            f"{rep.residual_bound}"
+@register_family
+class CertifiedFamily(Family):
+    """The ``kind: certified`` plugin: certified logistic regression on unit-norm features,
+    one world per (seed, forget fraction); the method is ``certified_newton``."""
+
+    kind = "certified"
+    task_family = "convex"
+
+    def parse(self, raw, source, base_dir):
+        return _CertifiedRun(raw, _check(raw))
+
+    def ticks(self, sc):
+        return len(sc.seeds) * 4 * len(sc.cfg["fractions"])
+
+    def setup(self, sc, say):
+        cfg = sc.cfg
+        train, test = load_dataset(sc.raw["data"])
+        self.X, self.y = unit_features(train.x.numpy()), train.y.numpy()
+        self.Xt, self.yt = unit_features(test.x.numpy()), test.y.numpy()
+        self.classes = list(range(train.num_classes))
+        n = len(self.y)
+        self.sizes = [max(1, round(f * n)) for f in cfg["fractions"]]
+        if max(self.sizes) >= n:
+            raise ScenarioError(f"scenario {cfg['name']}: a fraction leaves no training sample")
+        self.data = MatrixData(self.X, self.y)
+        self.task = ConvexTask(classes=np.arange(len(self.classes)))
+
+    def running(self, sc):
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=sc.cfg["threads"])
+
+    def _fit(self, sc, seed: int, rows: np.ndarray, prepare: bool) -> CertifiedLogReg:
+        return CertifiedLogReg(**sc.cfg["model"], seed=seed).fit(
+            self.X[rows], self.y[rows], self.classes, prepare
         )
-    sec = float(np.median([r.seconds for r in reports]))
-    refresh = float(np.median([r.refresh_seconds for r in reports]))
-    return unlearned, rep, sec, refresh
+
+    def worlds(self, sc, seed):
+        cfg, n = sc.cfg, len(self.y)
+        everything = np.arange(n)
+        reps = cfg["repeats"]
+        original, orig_seconds = _median_time(lambda: self._fit(sc, seed, everything, True), reps)
+        perm = np.random.default_rng(seed).permutation(n)
+        for frac, m in zip(cfg["fractions"], self.sizes, strict=True):
+            forget = np.sort(perm[:m])
+            request = SampleRequest(indices=forget.tolist())
+            split = split_request(self.data, request)
+            keep = split.retain_idx
+            ctx = UnlearnContext(self.task, split, request, original, seed)
+            state = {"frac": frac}
+            state["oracle"] = _median_time(lambda k=keep: self._fit(sc, seed, k, False), reps)
+            state["noise"] = _median_time(
+                lambda k=keep: self._fit(sc, seed + cfg["offset"], k, False), reps
+            )
+            state["scorer"] = _Scorer(
+                self.X, self.y, self.Xt, self.yt, keep, forget, *state["oracle"]
+            )
+            yield World(
+                seed=seed,
+                ctx=ctx,
+                original_cost={"seconds": orig_seconds},
+                tag=f"@{100 * frac:g}%",
+                state=state,
+            )
+
+    def oracle(self, sc, world):
+        model, seconds = world.state.pop("oracle")
+        return model, {"seconds": seconds}
+
+    def noise(self, sc, world):
+        model, seconds = world.state.pop("noise")
+        return model, {"seconds": seconds}
+
+    def score(self, sc, world, model, row):
+        scorer = world.state["scorer"]
+        if row == "original":
+            return scorer.score(model, world.original_cost["seconds"], 0)
+        if row in ("retrain", "oracle_noise"):
+            return scorer.score(model, scorer.o_sec if row == "retrain" else 0.0, 1, True)
+        rep, sec, refresh = world.state["newton"]
+        out = scorer.score(model, sec, int(rep.retrained))
+        out.update(
+            epsilon=rep.epsilon_spent,
+            residual_bound=rep.residual_bound,
+            grad_residual_norm=rep.grad_residual_norm,
+            data_independent_bound=rep.data_independent_bound,
+            refresh_seconds=refresh,
+            time_vs_oracle_with_refresh=(sec + refresh) / scorer.o_sec,
+        )
+        return out
+
+    def run_method(self, sc, world, method):
+        """The removal ``repeats`` times from the same original; its time is the median of
+        the removals' own times (the model copy a benchmark needs is not counted)."""
+        recs = []
+        for _ in range(sc.cfg["repeats"]):
+            model, rec = method.run(world.ctx.original, world.ctx)
+            recs.append(rec)
+        rep = RemovalReport(**recs[-1].extra)
+        if not rep.grad_residual_norm <= rep.residual_bound * (1 + 1e-9):
+            raise AssertionError(  # the certificate's premise; never expected
+                f"measured gradient residual {rep.grad_residual_norm} exceeds its bound "
+                f"{rep.residual_bound}"
+            )
+        sec = float(np.median([r.extra["seconds"] for r in recs]))
+        refresh = float(np.median([r.extra["refresh_seconds"] for r in recs]))
+        world.state["newton"] = (rep, sec, refresh)
+        rec = recs[-1]
+        rec.seconds = sec
+        return model, rec
+
+    def tick_text(self, row, m):
+        if "epsilon" in m and row not in ("retrain", "oracle_noise"):
+            return f": eps {m['epsilon']:.3f}, distance {m['param_distance_to_oracle']:.2e}"
+        return f": distance {m['param_distance_to_oracle']:.4f}"
+
+    def order_rows(self, sc, rows):
+        # all seeds of a label together, fractions in order
+        order = [
+            _label(meth, f)
+            for f in sc.cfg["fractions"]
+            for meth in ("original", "retrain", "oracle_noise", "newton_removal")
+        ]
+        return sorted(rows, key=lambda r: (order.index(r["method"]), r["seed"]))
+
+    def document(self, sc):
+        cfg, model, n = sc.cfg, sc.cfg["model"], len(self.y)
+        pct = ", ".join(f"{100 * f:g}%" for f in cfg["fractions"])
+        config = {**model, "one_by_one": cfg["one_by_one"]}
+        return {
+            "scenario": dict(sc.raw),
+            "scenario_name": cfg["name"],
+            "request": (
+                f"random {pct} of the {n} training samples (one permutation per seed; "
+                "smaller forget sets are nested in larger ones)"
+            ),
+            "model_spec": {
+                "name": "certified_logreg",
+                **model,
+                "features": "flattened + bias, rows scaled to unit L2 norm",
+                "input_shape": [int(self.X.shape[1])],
+                "num_classes": len(self.classes),
+                "c": math.sqrt(2 * math.log(1.5 / model["delta"])),
+                "budget": CertifiedLogReg(**model).budget,
+            },
+            "train_recipe": {
+                "optimizer": "scipy L-BFGS-B then Newton polish (exact minimiser)",
+                "tol": CertifiedLogReg(**model).tol,
+                "repeats": cfg["repeats"],
+                "threads": cfg["threads"],
+                "noise_seed_offset": cfg["offset"],
+            },
+            "methods": {
+                _label("newton_removal", f): {"method": "certified_newton", "config": config}
+                for f in cfg["fractions"]
+            },
+            "about": ABOUT,
+        }
+
+
+class _CertifiedRun:
+    def __init__(self, raw: dict, cfg: dict):
+        self.raw, self.cfg, self.name = raw, cfg, cfg["name"]
+        self.noise_seed_offset = cfg["offset"]
+        self.methods = [
+            (
+                "newton_removal",
+                get_method("certified_newton", {"one_by_one": cfg["one_by_one"], "refresh": True}),
+            )
+        ]
+
+    @property
+    def seeds(self):
+        return self.cfg["seeds"]
 
 
 def run_certified(spec: dict, progress: Callable[[str], None] | None = None) -> dict:
-    """Run a ``kind: certified`` scenario; return the ``results.json`` document."""
-    from threadpoolctl import threadpool_limits
-
-    say = progress or (lambda msg: None)
-    cfg = _check(spec)
-    t_start = time.perf_counter()
-    train, test = load_dataset(spec["data"])
-    X, y = unit_features(train.x.numpy()), train.y.numpy()
-    Xt, yt = unit_features(test.x.numpy()), test.y.numpy()
-    classes = list(range(train.num_classes))
-    n = len(y)
-    model, reps = cfg["model"], cfg["repeats"]
-    sizes = [max(1, round(f * n)) for f in cfg["fractions"]]
-    if max(sizes) >= n:
-        raise ScenarioError(f"scenario {cfg['name']}: a fraction leaves no training sample")
-
-    def fit(seed: int, rows: np.ndarray, prepare: bool) -> CertifiedLogReg:
-        return CertifiedLogReg(**model, seed=seed).fit(X[rows], y[rows], classes, prepare)
-
-    rows: list[dict] = []
-    total = len(cfg["seeds"]) * (1 + 3 * len(sizes))
-    done = 0
-
-    def tick(msg: str) -> None:
-        nonlocal done
-        done += 1
-        say(f"[{done}/{total}] {msg}")
-
-    everything = np.arange(n)
-    with threadpool_limits(limits=cfg["threads"]):
-        for seed in cfg["seeds"]:
-            original, orig_seconds = _median_time(lambda s=seed: fit(s, everything, True), reps)
-            tick(f"seed {seed}: original trained ({orig_seconds:.3f}s)")
-            perm = np.random.default_rng(seed).permutation(n)
-            for frac, m in zip(cfg["fractions"], sizes, strict=True):
-                forget = np.sort(perm[:m])
-                keep = np.setdiff1d(everything, forget)
-                oracle, o_sec = _median_time(lambda s=seed, k=keep: fit(s, k, False), reps)
-                tick(f"seed {seed} {_label('retrain', frac)}: oracle ({o_sec:.3f}s)")
-                noise, n_sec = _median_time(
-                    lambda s=seed, k=keep: fit(s + cfg["offset"], k, False), reps
-                )
-                ctx = _Scorer(X, y, Xt, yt, keep, forget, oracle, o_sec)
-                rows.append(_row("original", frac, seed, ctx.score(original, orig_seconds, 0)))
-                rows.append(_row("retrain", frac, seed, ctx.score(oracle, o_sec, 1, True)))
-                rows.append(_row("oracle_noise", frac, seed, ctx.score(noise, n_sec, 1, True)))
-                tick(
-                    f"seed {seed} {_label('oracle_noise', frac)}: distance "
-                    f"{rows[-1]['metrics']['param_distance_to_oracle']:.4f}"
-                )
-                unlearned, rep, sec, refresh = _newton(original, forget, cfg, reps)
-                metrics = ctx.score(unlearned, sec, int(rep.retrained))
-                metrics.update(
-                    epsilon=rep.epsilon_spent,
-                    residual_bound=rep.residual_bound,
-                    grad_residual_norm=rep.grad_residual_norm,
-                    data_independent_bound=rep.data_independent_bound,
-                    refresh_seconds=refresh,
-                    time_vs_oracle_with_refresh=(sec + refresh) / o_sec,
-                )
-                rows.append(_row("newton_removal", frac, seed, metrics, rep.to_dict()))
-                tick(
-                    f"seed {seed} {_label('newton_removal', frac)}: eps {rep.epsilon_spent:.3f}, "
-                    f"distance {metrics['param_distance_to_oracle']:.2e}, "
-                    f"{o_sec / sec:.0f}x faster"
-                    + (" (retrained: budget spent)" if rep.retrained else "")
-                )
-
-    # group the rows by method label (all seeds of a label together, fractions in order)
-    order = [
-        _label(meth, f)
-        for f in cfg["fractions"]
-        for meth in ("original", "retrain", "oracle_noise", "newton_removal")
-    ]
-    rows.sort(key=lambda r: (order.index(r["method"]), r["seed"]))
-    pct = ", ".join(f"{100 * f:g}%" for f in cfg["fractions"])
-    config = {**model, "one_by_one": cfg["one_by_one"]}
-    return {
-        "scenario": dict(spec),
-        "scenario_name": cfg["name"],
-        "request": (
-            f"random {pct} of the {n} training samples (one permutation per seed; "
-            "smaller forget sets are nested in larger ones)"
-        ),
-        "model_spec": {
-            "name": "certified_logreg",
-            **model,
-            "features": "flattened + bias, rows scaled to unit L2 norm",
-            "input_shape": [int(X.shape[1])],
-            "num_classes": len(classes),
-            "c": math.sqrt(2 * math.log(1.5 / model["delta"])),
-            "budget": CertifiedLogReg(**model).budget,
-        },
-        "train_recipe": {
-            "optimizer": "scipy L-BFGS-B then Newton polish (exact minimiser)",
-            "tol": CertifiedLogReg(**model).tol,
-            "repeats": reps,
-            "threads": cfg["threads"],
-            "noise_seed_offset": cfg["offset"],
-        },
-        "methods": {
-            _label("newton_removal", f): {"method": "certified_newton", "config": config}
-            for f in cfg["fractions"]
-        },
-        "seeds": cfg["seeds"],
-        "about": ABOUT,
-        "versions": _versions(),
-        "total_seconds": time.perf_counter() - t_start,
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+    """Run a ``kind: certified`` scenario through the one runner; return the results."""
+    fam = CertifiedFamily()
+    return run_parsed(fam, fam.parse(spec, spec.get("name", "certified"), None), progress)

@@ -51,14 +51,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.core import split_request
 from ..data.fictitious import QAItem, make_fictitious, world_knowledge
 from ..data.real_facts import real_facts
 from ..errors import ScenarioError, UnlearnError
-from ..methods.base import get_method
-from ..methods.llm.base import REFUSALS, LMUnlearnContext
+from ..methods.base import UnlearnContext, get_method
 from ..metrics import llm as M
-from ..tasks.causal_lm import CausalLMTask, LMRecipe
-from .runner import _versions, summarise
+from ..requests import GroupRequest, SampleRequest
+from ..tasks.causal_lm import REFUSALS, CausalLMTask, LMRecipe, PairData
+from .core import Family, World, register_family, run_parsed, versions
+from .scenario import check_common
 
 __all__ = ["run_llm", "parse_llm", "LLMScenario", "GENERAL_TEXT", "ABOUT_LLM"]
 
@@ -113,6 +115,7 @@ class LLMScenario:
     noise_seed_offset: int = 1000
     cache_dir: str | None = ".cache/unlearn"
     system_prompt: str | None = None
+    probe: float | None = None
     raw: dict = field(default_factory=dict)
 
 
@@ -132,6 +135,7 @@ _TOP = {
     "noise_seed_offset",
     "cache_dir",
     "system_prompt",
+    "targets",
 }
 _EVAL = {"retain_items": 16, "max_new_tokens": 24, "batch_size": 16, "perturbed": 3, "mink": 0.2}
 
@@ -142,8 +146,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{source}: {msg}")
 
-    if not isinstance(raw, dict):
-        raise fail("a scenario must be a mapping")
+    common = check_common(raw, source, default_name=str(raw.get("name", "llm")))
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         raise fail(f"unknown key(s) {unknown} (known: {sorted(_TOP)})")
@@ -153,6 +156,8 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     bench = raw.get("benchmark", "fictitious")
     if bench not in ("fictitious", "real_facts"):
         raise fail(f"benchmark must be 'fictitious' or 'real_facts', got {bench!r}")
+    if not isinstance(raw["model"], dict):
+        raise fail(f"model must be a mapping, got {raw['model']!r}")
     model = dict(raw["model"])
     if model.get("name") not in ("smollm2", "tiny"):
         raise fail(f"model name must be 'smollm2' or 'tiny', got {model.get('name')!r}")
@@ -160,12 +165,25 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     known_data = {"people", "per_person", "holdout_people", "seed"}
     if set(data) - known_data:
         raise fail(f"unknown data key(s) {sorted(set(data) - known_data)}")
-    forget = dict(raw.get("forget", {"fraction": 0.1}))
-    if set(forget) != {"fraction"}:
-        raise fail("forget takes exactly one key, 'fraction'")
+    forget = raw.get("forget", {"fraction": 0.1})
+    if (
+        not isinstance(forget, dict)
+        or "fraction" not in forget
+        or set(forget)
+        - {
+            "fraction",
+            "probe",
+        }
+    ):
+        raise fail("forget takes 'fraction' and optionally 'probe'")
     frac = forget["fraction"]
     if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 < frac < 1:
         raise fail(f"forget fraction must be in (0, 1), got {frac!r}")
+    probe = forget.get("probe")
+    if probe is not None and (
+        isinstance(probe, bool) or not isinstance(probe, int | float) or not 0 < probe < 1
+    ):
+        raise fail(f"forget probe must be a fraction in (0, 1), got {probe!r}")
     try:
         recipe = LMRecipe(**raw.get("recipe", {}))
     except TypeError as exc:
@@ -188,9 +206,17 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     )
     if extra:
         raise fail(f"unknown model key(s) {sorted(extra)} for model {model['name']!r}")
-    seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
-        raise fail("seeds must be a non-empty list of integers")
+    for key in ("hidden", "layers", "vocab_size"):
+        v = model.get(key)
+        if v is not None and (type(v) is not int or not 1 <= v <= 4096):
+            raise fail(f"model {key} must be an integer in [1, 4096], got {v!r}")
+    for key in ("data", "recipe", "eval"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise fail(f"{key} must be a mapping, got {raw[key]!r}")
+    for key, v in dict(raw.get("data", {})).items():
+        if type(v) is not int or not 0 <= v <= 10_000:
+            raise fail(f"data {key} must be an integer in [0, 10000], got {v!r}")
+    seeds = common.seeds
     methods = []
     labels = set()
     for i, entry in enumerate(raw["methods"] or []):
@@ -202,8 +228,17 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
             raise fail(f"method label {label!r} is used twice or is reserved")
         labels.add(label)
         config = {k: v for k, v in entry.items() if k not in _METHOD_KEYS}
-        method = get_method(name, config)  # unknown method or option: clear error
-        if "causal_lm" not in method.families:
+        try:
+            method = get_method(name, config, family="causal_lm")  # unknown name or option
+        except UnlearnError as exc:
+            raise fail(f"methods[{i}]: {exc}") from None
+        if getattr(method.config, "target_forget_acc", None) is not None and probe is None:
+            raise fail(
+                f"method {label!r} stops on the forget probe (target_forget_acc): declare the "
+                "probe split, forget: {fraction: ..., probe: ...}, so that the stop never reads "
+                "the forget items that are scored"
+            )
+        if "causal_lm" not in method.families():
             raise fail(f"method {name!r} is not a language-model method")
         methods.append((label, name, config))
     if not methods:
@@ -214,13 +249,14 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         model=model,
         data=data,
         fraction=float(frac),
+        probe=None if probe is None else float(probe),
         recipe=recipe,
         eval=ev,
         seeds=list(seeds),
         methods=methods,
-        description=str(raw.get("description", "")),
-        device=str(raw.get("device", "cpu")),
-        noise_seed_offset=int(raw.get("noise_seed_offset", 1000)),
+        description=common.description,
+        device=common.device,
+        noise_seed_offset=common.noise_seed_offset,
         cache_dir=raw.get("cache_dir", ".cache/unlearn"),
         system_prompt=raw.get("system_prompt"),
         raw=dict(raw),
@@ -455,185 +491,205 @@ def known_facts(task: CausalLMTask, model, items: list[QAItem], ev: dict) -> lis
     ]
 
 
-def run_llm(
-    raw: dict, progress: Callable[[str], None] | None = None, source: str = "scenario"
-) -> dict:
-    """Run a ``kind: llm`` scenario; return the ``results.json`` document."""
-    sc = parse_llm(raw, source)
-    say = progress or (lambda msg: None)
-    t_start = time.perf_counter()
-    d = {"people": 20, "per_person": 4, "holdout_people": 2, "seed": 0, **sc.data}
-    world = world_knowledge()
-    if sc.benchmark == "fictitious":
-        facts = make_fictitious(d["people"] + d["holdout_people"], d["per_person"], d["seed"])
-        texts = _item_texts(list(facts.items) + world)
-    else:
-        facts = None
-        candidates = real_facts()
-        texts = _item_texts(candidates + world)
-    base, tok, base_id = load_base(sc.model, texts, sc.cache_dir, sc.device)
-    task = CausalLMTask(tok, sc.device, system_prompt=sc.system_prompt)
-    if facts is None:
-        known = known_facts(task, base, candidates, sc.eval)
-        say(f"the model answers {len(known)} of {len(candidates)} real facts right")
-        if len(known) < 4:
-            raise UnlearnError(f"the model answers only {len(known)} of the real facts right")
-    rows: list[dict] = []
-    n_ref = 4 if sc.benchmark == "fictitious" else 1
-    total = len(sc.seeds) * (n_ref + len(sc.methods))
-    done = 0
-    extra_info: dict = {}
+def probe_split(
+    forget: list[QAItem], fraction: float | None, seed: int
+) -> tuple[list[QAItem], list[QAItem]]:
+    """``(probe, scored)``: a seeded ``fraction`` of the forget items for the early-stop
+    probe (at least one, leaving at least one scored), and the rest, which the
+    forget metrics are computed on. No probe: every forget item is scored."""
+    if fraction is None:
+        return [], list(forget)
+    if len(forget) < 2:
+        raise UnlearnError("a probe split needs at least two forget items")
+    k = min(len(forget) - 1, max(1, int(round(fraction * len(forget)))))
+    pick = set(np.random.default_rng([seed, 7919]).choice(len(forget), k, replace=False).tolist())
+    return (
+        [it for i, it in enumerate(forget) if i in pick],
+        [it for i, it in enumerate(forget) if i not in pick],
+    )
 
-    def tick(msg: str) -> None:
-        nonlocal done
-        done += 1
-        say(f"[{done}/{total}] {msg}")
 
-    def row(label: str, seed: int, metrics: dict, record: dict | None = None) -> None:
-        r = {"method": label, "seed": seed, "metrics": metrics}
-        if record is not None:
-            r["record"] = record
-        rows.append(r)
+@register_family
+class LLMFamily(Family):
+    """The ``kind: llm`` plugin: SmolLM2 (or a tiny Llama) fine-tuned on fictitious people
+    (with an oracle fine-tuned without the forgotten people), or the model's own real
+    facts (no oracle: the model cannot be pretrained again)."""
 
-    for seed in sc.seeds:
+    kind = "llm"
+    task_family = "causal_lm"
+    keep_models = False
+
+    def parse(self, raw, source, base_dir):
+        return _LLMRun(parse_llm(raw, source))
+
+    def ticks(self, sc):
+        per = 3 if sc.sc.benchmark == "fictitious" else 1
+        return len(sc.seeds) * (per + len(sc.methods))
+
+    def setup(self, sc, say):
+        s = sc.sc
+        self.d = {"people": 20, "per_person": 4, "holdout_people": 2, "seed": 0, **s.data}
+        self.world_items = world_knowledge()
+        if s.benchmark == "fictitious":
+            d = self.d
+            self.facts = make_fictitious(
+                d["people"] + d["holdout_people"], d["per_person"], d["seed"]
+            )
+            texts = _item_texts(list(self.facts.items) + self.world_items)
+        else:
+            self.facts = None
+            candidates = real_facts()
+            texts = _item_texts(candidates + self.world_items)
+        self.base, tok, self.base_id = load_base(s.model, texts, s.cache_dir, s.device)
+        self.task = CausalLMTask(tok, s.device, system_prompt=s.system_prompt)
+        self.info: dict = {}
+        if self.facts is None:
+            self.known = known_facts(self.task, self.base, candidates, s.eval)
+            say(f"the model answers {len(self.known)} of {len(candidates)} real facts right")
+            if len(self.known) < 4:
+                raise UnlearnError(
+                    f"the model answers only {len(self.known)} of the real facts right"
+                )
+
+    def worlds(self, sc, seed):
+        s, task, d = sc.sc, self.task, self.d
         rng = np.random.default_rng(seed)
-        if facts is not None:
+        state: dict = {}
+        if self.facts is not None:
+            facts = self.facts
             train_ids = sorted(p.id for p in facts.people)[: d["people"]]
             keep = set(train_ids)
-            train_items = [it for it in facts.items if it.person_id in keep]
+            items = [it for it in facts.items if it.person_id in keep]
             holdout = [it for it in facts.items if it.person_id not in keep]
             # whole people are forgotten (a person's relation may point at a holdout person,
             # which is only a name in an answer)
-            k = max(1, int(round(sc.fraction * len(train_ids))))
+            k = max(1, int(round(s.fraction * len(train_ids))))
             if k >= len(train_ids):
                 raise UnlearnError(f"forgetting {k} of {len(train_ids)} people leaves no one")
             forget_ids = sorted(int(i) for i in rng.choice(train_ids, k, replace=False))
-            gone = set(forget_ids)
-            forget = [it for it in train_items if it.person_id in gone]
-            retain = [it for it in train_items if it.person_id not in gone]
-            extra_info[f"forget_people_seed{seed}"] = list(forget_ids)
-            all_pairs = [(it.question, it.answer) for it in train_items]
-            retain_pairs = [(it.question, it.answer) for it in retain]
-            original, o_sec, cached = finetuned(
-                task, base, base_id, all_pairs, sc.recipe, seed, sc.cache_dir
+            request = GroupRequest(groups=tuple(forget_ids), by="person")
+            data = PairData(
+                [(it.question, it.answer) for it in items],
+                {"person": [it.person_id for it in items]},
             )
-            tick(f"seed {seed}: original fine-tuned" + (" (cached)" if cached else ""))
-            oracle, r_sec, _ = finetuned(
-                task, base, base_id, retain_pairs, sc.recipe, seed, sc.cache_dir
-            )
-            noise, n_sec, _ = finetuned(
-                task,
-                base,
-                base_id,
-                retain_pairs,
-                sc.recipe,
-                seed + sc.noise_seed_offset,
-                sc.cache_dir,
-            )
-            pool = retain
+            self.info[f"forget_people_seed{seed}"] = list(forget_ids)
         else:
-            original, o_sec, holdout = base, float("nan"), []
-            order = rng.permutation(len(known))
-            k = max(1, int(round(sc.fraction * len(known))))
-            forget = [known[i] for i in sorted(order[:k])]
-            retain = [known[i] for i in sorted(order[k:])]
-            extra_info[f"known_facts_seed{seed}"] = len(known)
-            oracle = noise = None
-            pool = retain
-        n_eval = min(int(sc.eval["retain_items"]), len(retain))
+            order = rng.permutation(len(self.known))
+            k = max(1, int(round(s.fraction * len(self.known))))
+            items, holdout = self.known, []
+            request = SampleRequest(indices=sorted(int(i) for i in order[:k]))
+            data = PairData([(it.question, it.answer) for it in items])
+            self.info[f"known_facts_seed{seed}"] = len(self.known)
+        split = split_request(data, request)
+        forget = [items[i] for i in split.forget_idx]
+        retain = [items[i] for i in split.retain_idx]
+        if self.facts is not None:
+            args = (task, self.base, self.base_id)
+            original, o_sec, _ = finetuned(*args, list(data), s.recipe, seed, s.cache_dir)
+            retain_pairs = [(it.question, it.answer) for it in retain]
+            state["oracle"] = finetuned(*args, retain_pairs, s.recipe, seed, s.cache_dir)[:2]
+            state["noise"] = finetuned(
+                *args, retain_pairs, s.recipe, seed + s.noise_seed_offset, s.cache_dir
+            )[:2]
+        else:
+            original, o_sec = self.base, None
+        n_eval = min(int(s.eval["retain_items"]), len(retain))
         r_eval = [retain[i] for i in sorted(rng.choice(len(retain), n_eval, replace=False))]
-        w_eval = world
-        ev = LMEvaluator(task, forget, r_eval, w_eval, holdout, sc.eval)
-        if oracle is not None:
-            m_or = ev.score(oracle)
-            ev.set_oracle(m_or)
-            m_or.update(
-                forget_quality=M.forget_quality(ev.oracle_tr, ev.oracle_tr),
-                privleak=0.0,
-                seconds=r_sec,
-            )
-            row("retrain", seed, m_or)
-            tick(f"seed {seed}: oracle scored")
-            m_no = ev.score(noise)
-            m_no["seconds"] = n_sec
-            row("oracle_noise", seed, m_no)
-            tick(f"seed {seed}: oracle_noise scored (forget quality {m_no['forget_quality']:.3g})")
-            del oracle, noise
-        m_o = ev.score(original)
-        m_o["seconds"] = o_sec
-        rows.insert(
-            len(rows) - (2 if facts is not None else 0),
-            {"method": "original", "seed": seed, "metrics": m_o},
-        )
-        tick(
-            f"seed {seed}: original scored (forget acc {m_o['forget_answer_acc']:.0f}%, "
-            f"forget quality {m_o.get('forget_quality', float('nan')):.3g}, "
-            f"utility {m_o.get('model_utility', float('nan')):.3f})"
-        )
-        negatives = replacement_answers(forget, pool)
-        forget_pairs = [(it.question, it.answer) for it in forget]
-        probe_qs = [it.question for it in forget] + [it.paraphrased_question for it in forget]
-        probe_keys = [it.key for it in forget] * 2
+        # the early-stop probe reads its own forget items, never the scored ones
+        probe_items, scored = probe_split(forget, s.probe, seed)
+        if probe_items:
+            self.info[f"probe_questions_seed{seed}"] = [it.question for it in probe_items]
+        state["ev"] = LMEvaluator(task, scored, r_eval, self.world_items, holdout, s.eval)
+        negatives = PairData(replacement_answers(forget, retain), name="negatives")
+        probe_qs = [it.question for it in probe_items] + [
+            it.paraphrased_question for it in probe_items
+        ]
+        probe_keys = [it.key for it in probe_items] * 2
 
         def probe(m, qs=probe_qs, keys=probe_keys) -> float:
-            gen = task.generate(m, qs, int(sc.eval["max_new_tokens"]), int(sc.eval["batch_size"]))
+            gen = task.generate(m, qs, int(s.eval["max_new_tokens"]), int(s.eval["batch_size"]))
             return M.answer_accuracy(gen, keys)
 
-        ctx = LMUnlearnContext(
-            task,
-            forget_pairs,
-            [(it.question, it.answer) for it in retain],
-            original,
-            seed,
-            negatives=negatives,
-            refusals=REFUSALS,
-            probe=probe,
+        ctx = UnlearnContext(
+            task=task,
+            split=split,
+            request=request,
+            original=original,
+            seed=seed,
+            probe=probe if probe_items else None,
+            alternatives={"replace": negatives},
         )
-        for label, name, config in sc.methods:
-            method = get_method(name, config)
-            model, rec = method.run(original, ctx)
-            metrics = ev.score(model)
-            metrics.update(
-                seconds=rec.seconds,
-                peak_mem_mb=rec.peak_mem_mb,
-                train_state_mb=rec.extra["train_state_mb"],
-                steps=float(rec.steps),
-            )
-            row(label, seed, metrics, rec.to_dict())
-            tick(
-                f"seed {seed} {label}: forget acc {metrics['forget_answer_acc']:.0f}%, "
-                f"forget quality {metrics.get('forget_quality', float('nan')):.3g}, "
-                f"utility {metrics.get('model_utility', float('nan')):.3f}, "
-                f"{rec.seconds:.0f}s"
-            )
-            del model
-        del original
+        yield World(seed=seed, ctx=ctx, original_cost={"seconds": o_sec}, state=state)
 
-    return {
-        "scenario": sc.raw,
-        "scenario_name": sc.name,
-        "kind": "llm",
-        "request": (
-            f"forget {100 * sc.fraction:g}% of the {d['people']} fictitious people "
-            f"({d['per_person']} items each; {d['holdout_people']} never-seen people for the "
-            "membership attacks)"
-            if sc.benchmark == "fictitious"
-            else f"forget {100 * sc.fraction:g}% of the world facts the model answers right"
-        ),
-        "model_spec": sc.model,
-        "train_recipe": asdict(sc.recipe) if sc.benchmark == "fictitious" else {},
-        "methods": {
-            label: {"method": name, "config": get_method(name, cfg).config.__dict__}
-            for label, name, cfg in sc.methods
-        },
-        "seeds": sc.seeds,
-        "about": ABOUT_LLM,
-        "info": extra_info,
-        "versions": {**_versions(), **_hf_versions()},
-        "total_seconds": time.perf_counter() - t_start,
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+    def oracle(self, sc, world):
+        if "oracle" not in world.state:
+            return None
+        model, seconds = world.state.pop("oracle")
+        return model, {"seconds": seconds}
+
+    def noise(self, sc, world):
+        model, seconds = world.state.pop("noise")
+        return model, {"seconds": seconds}
+
+    def score(self, sc, world, model, row):
+        return world.state["ev"].score(model)
+
+    def set_oracle(self, sc, world, oracle, metrics):
+        world.state["ev"].set_oracle(metrics)
+        # the oracle against itself is 1 and 0 by construction: not measured, so missing
+        metrics.update(forget_quality=None, privleak=None)
+
+    def tick_text(self, row, m):
+        fq, mu = m.get("forget_quality"), m.get("model_utility")
+        return (
+            f": forget acc {m['forget_answer_acc']:.0f}%"
+            + ("" if fq is None else f", forget quality {fq:.3g}")
+            + ("" if mu is None else f", utility {mu:.3f}")
+        )
+
+    def document(self, sc):
+        s, d = sc.sc, self.d
+        return {
+            "scenario": s.raw,
+            "scenario_name": s.name,
+            "kind": "llm",
+            "request": (
+                f"forget {100 * s.fraction:g}% of the {d['people']} fictitious people "
+                f"({d['per_person']} items each; {d['holdout_people']} never-seen people for "
+                "the membership attacks)"
+                if s.benchmark == "fictitious"
+                else f"forget {100 * s.fraction:g}% of the world facts the model answers right"
+            ),
+            "model_spec": s.model,
+            "train_recipe": asdict(s.recipe) if s.benchmark == "fictitious" else {},
+            "methods": {
+                label: {"method": m.name, "config": m.config.__dict__} for label, m in sc.methods
+            },
+            "about": ABOUT_LLM,
+            "info": self.info,
+            "versions": {**versions(), **_hf_versions()},
+        }
+
+
+class _LLMRun:
+    def __init__(self, sc: LLMScenario):
+        self.sc, self.name, self.raw = sc, sc.name, sc.raw
+        self.noise_seed_offset = sc.noise_seed_offset
+        self.methods = [
+            (label, get_method(name, cfg, family="causal_lm")) for label, name, cfg in sc.methods
+        ]
+
+    @property
+    def seeds(self):
+        return self.sc.seeds
+
+
+def run_llm(
+    raw: dict, progress: Callable[[str], None] | None = None, source: str = "scenario"
+) -> dict:
+    """Run a ``kind: llm`` scenario through the one runner; return the results document."""
+    fam = LLMFamily()
+    return run_parsed(fam, fam.parse(raw, source, None), progress)
 
 
 def _hf_versions() -> dict:

@@ -1,24 +1,47 @@
 """Write a run's results: ``results.json``, ``report.md``, ``report.html`` and plots.
 
-Everything is written into a temporary folder beside the output folder and
-moved into place only when all of it exists, so a failed run leaves nothing
-partial behind.
+``results.json`` is strict JSON: a value that is missing or not finite (NaN,
+infinity) is written as ``null``, and the reports show it as missing (``–``),
+never as 0. The targets of the scenario's ``targets:`` block are judged by
+:mod:`unlearn.bench.targets` and listed in the report.
+
+The output folder is replaced as one unit. Everything is written into a hidden
+folder beside it (``.NAME.tmp-*``), which then takes the output's place: on
+Linux in one step (``renameat2`` with ``RENAME_EXCHANGE``), elsewhere by
+renaming the old folder to ``.NAME.trash-*`` and the new one into place. A
+process killed at any point leaves the complete old folder or the complete new
+one (with the two-rename fallback, between the renames the old one is under its
+trash name, and the next write puts it back first). Each write starts by
+removing the hidden leftovers of earlier killed writes of the same output, and
+writers of one parent folder take turns (an exclusive ``flock`` on it, where the
+platform has one).
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import html
 import json
 import math
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import UnlearnError
+from .targets import is_reference, target_lines
 
-__all__ = ["write_outputs", "markdown_table", "TABLE_METRICS"]
+__all__ = ["write_outputs", "markdown_table", "strict_json", "TABLE_METRICS"]
 
 #: (metric key, column title, decimals) of the human tables.
 TABLE_METRICS = (
@@ -57,24 +80,43 @@ TABLE_METRICS = (
 )
 
 
-REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
+MISSING = "–"
 
 
-def is_reference(label: str) -> bool:
-    """Reference rows, also when a label carries a suffix (``retrain@5%``)."""
-    return label.split("@", 1)[0] in REFERENCE_ROWS
+def _value(d: dict | None, key: str) -> float | None:
+    """``d[key]`` as a float, or None where it is absent, null or not finite."""
+    v = None if d is None else d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every float that is not finite (NaN, infinity) replaced by None.
+
+    Mappings and sequences are converted recursively (tuples become lists, NumPy
+    scalars Python numbers), so ``json.dumps(..., allow_nan=False)`` accepts it.
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _fmt(summary: dict, key: str, decimals: int | None) -> str:
-    """Mean ± std with ``decimals`` places (None: three significant digits)."""
-    if key not in summary["mean"]:
-        return "-"
-    mean, std = summary["mean"][key], summary["std"].get(key, 0.0)
-    if not math.isfinite(mean):
-        return "missing"
+    """Mean ± std with ``decimals`` places (None: three significant digits); ``–`` if missing."""
+    mean = _value(summary["mean"], key)
+    if mean is None:
+        return MISSING
     spec = ".3g" if decimals is None else f".{decimals}f"
     if summary.get("n_seeds", 1) > 1:
-        return f"{mean:{spec}} ± {std:{spec}}"
+        std = _value(summary.get("std"), key)
+        return f"{mean:{spec}} ± {MISSING if std is None else format(std, spec)}"
     return f"{mean:{spec}}"
 
 
@@ -91,6 +133,48 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _point(s: dict, xk: str, yk: str) -> tuple[float, float, float | None, float | None] | None:
+    """(x, y, x error, y error) of a summary row; None where x or y is missing."""
+    m, sd = s["mean"], s.get("std", {})
+    x, y = _value(m, xk), _value(m, yk)
+    if x is None or y is None:
+        return None
+    return x, y, _value(sd, xk), _value(sd, yk)
+
+
+def _marker(label: str) -> str:
+    return {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(label.split("@", 1)[0], "o")
+
+
+def _scatter(ax, summ: list[dict], xk: str, yk: str, log_y: bool = False) -> None:
+    """One point per summary row with its error bars; rows missing x or y are left out."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab20")
+    for i, s in enumerate(summ):
+        p = _point(s, xk, yk)
+        if p is None:
+            continue
+        x, y, xerr, yerr = p
+        marker = _marker(s["method"])
+        ax.errorbar(
+            x,
+            max(y, 1e-12) if log_y else y,
+            xerr=xerr,
+            yerr=None if log_y else yerr,
+            fmt=marker,
+            capsize=3,
+            color=colors(i % 20),
+            label=s["method"],
+            markersize=9 if marker == "*" else 6,
+        )
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+
+
 def _llm_plots(results: dict, folder: Path) -> list[str]:
     """Forget quality (log) against model utility; without an oracle (real facts), forget
     against retain answer accuracy."""
@@ -102,23 +186,7 @@ def _llm_plots(results: dict, folder: Path) -> list[str]:
         ("model_utility", "forget_quality") if fq else ("retain_answer_acc", "forget_answer_acc")
     )
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    colors = plt.get_cmap("tab20")
-    for i, s in enumerate(summ):
-        m, sd = s["mean"], s["std"]
-        if xk not in m or yk not in m:
-            continue
-        marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(s["method"], "o")
-        ax.errorbar(
-            m[xk],
-            max(m[yk], 1e-12) if fq else m[yk],
-            xerr=sd[xk],
-            yerr=None if fq else sd[yk],
-            fmt=marker,
-            capsize=3,
-            color=colors(i % 20),
-            label=s["method"],
-            markersize=9 if marker == "*" else 6,
-        )
+    _scatter(ax, summ, xk, yk, log_y=fq)
     if fq:
         ax.axhline(0.05, color="k", lw=1, ls="--")
         ax.set_yscale("log")
@@ -132,7 +200,7 @@ def _llm_plots(results: dict, folder: Path) -> list[str]:
         name = "forget_vs_retain_answers.png"
     ax.set_title(results["scenario_name"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(folder / name, dpi=110)
     plt.close(fig)
@@ -150,42 +218,32 @@ def _plots(results: dict, folder: Path) -> list[str]:
     names = []
     summ = results["summary"]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    colors = plt.get_cmap("tab20")
-    for i, s in enumerate(summ):
-        m, sd = s["mean"], s["std"]
-        marker = {"original": "s", "retrain": "*", "oracle_noise": "D"}.get(
-            s["method"].split("@", 1)[0], "o"
-        )
-        ax.errorbar(
-            m["forget_acc"],
-            m["test_acc"],
-            xerr=sd["forget_acc"],
-            yerr=sd["test_acc"],
-            fmt=marker,
-            capsize=3,
-            color=colors(i % 20),
-            label=s["method"],
-            markersize=9 if marker == "*" else 6,
-        )
+    _scatter(ax, summ, "forget_acc", "test_acc")
     ax.set_xlabel("forget accuracy (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{results['scenario_name']}: forget vs test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(folder / "forget_vs_test.png", dpi=110)
     plt.close(fig)
     names.append("forget_vs_test.png")
 
-    rows = [s for s in summ if s["method"] != "retrain" and "avg_gap" in s["mean"]]
-    timed = [s for s in summ if not is_reference(s["method"]) and "time_vs_oracle" in s["mean"]]
+    rows = [
+        s for s in summ if s["method"] != "retrain" and _value(s["mean"], "avg_gap") is not None
+    ]
+    timed = [
+        s
+        for s in summ
+        if not is_reference(s["method"]) and (_value(s["mean"], "time_vs_oracle") or 0) > 0
+    ]
     fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(10 if rows else 5.5, 4.2))
     axes = list(axes) if rows else [None, axes]
     if rows:
         axes[0].barh(
             [s["method"] for s in rows],
             [s["mean"]["avg_gap"] for s in rows],
-            xerr=[s["std"]["avg_gap"] for s in rows],
+            xerr=[_value(s.get("std"), "avg_gap") or 0.0 for s in rows],
             color="#4c72b0",
         )
         axes[0].set_xlabel("Avg.Gap to the oracle (points, lower is better)")
@@ -212,18 +270,29 @@ over unlearning accuracy (100 - forget acc), retain, test accuracy and
 MIA-efficacy. Seconds exclude evaluation."""
 
 
-def _markdown(results: dict, images: list[str]) -> str:
+def _seconds(results: dict) -> str:
+    total = _value(results, "total_seconds")
+    return MISSING if total is None else f"{total:.0f} s"
+
+
+def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
     hp = "\n".join(
         f"- `{label}` ({v['method']}): `{json.dumps(v['config'], sort_keys=True)}`"
         for label, v in results["methods"].items()
     )
     figures = "".join(f"![{n}]({n})\n" for n in images)
+    judged = (
+        "## Targets\n\nDeclared in the scenario's `targets:` block; judged on the means "
+        "over seeds.\n\n" + "\n".join(targets) + "\n\n"
+        if targets
+        else ""
+    )
     return f"""# {results["scenario_name"]}
 
 {results["scenario"].get("description", "").strip()}
 
 Request: {results["request"]}. Model: `{json.dumps(results["model_spec"], sort_keys=True)}`.
-Seeds: {results["seeds"]} (mean ± sample standard deviation over seeds).
+Seeds: {results["seeds"]} (mean ± sample standard deviation over seeds; {MISSING}: not measured).
 Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sort_keys=True)}`.
 
 {results.get("about", ABOUT)}
@@ -231,16 +300,16 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 {markdown_table(results)}
 
 {figures}
-## Hyperparameters
+{judged}## Hyperparameters
 
 {hp}
 
-Total wall time of the run: {results["total_seconds"]:.0f} s.
+Total wall time of the run: {_seconds(results)}.
 Versions: `{json.dumps(results["versions"], sort_keys=True)}`.
 """
 
 
-def _html(results: dict, images: list[str], folder: Path) -> str:
+def _html(results: dict, images: list[str], folder: Path, targets: list[str]) -> str:
     cols = _columns(results)
     head = "".join(f"<th>{html.escape(c[1])}</th>" for c in cols)
     body = ""
@@ -256,6 +325,13 @@ def _html(results: dict, images: list[str], folder: Path) -> str:
         f'{base64.b64encode((folder / n).read_bytes()).decode()}">\n'
         for n in images
     )
+    judged = (
+        "<h2>Targets</h2>\n<ul>\n"
+        + "".join(f"<li>{html.escape(t.removeprefix('- '))}</li>\n" for t in targets)
+        + "</ul>\n"
+        if targets
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(results["scenario_name"])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
@@ -265,35 +341,151 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 <h1>{html.escape(results["scenario_name"])}</h1>
 <p>{html.escape(results["scenario"].get("description", ""))}</p>
 <p>Request: {html.escape(results["request"])}. Seeds: {results["seeds"]}
-(mean &plusmn; sample standard deviation).</p>
+(mean &plusmn; sample standard deviation; {MISSING}: not measured).</p>
 <table><tr><th>Method</th>{head}</tr>
 {body}</table>
-{imgs}
+{judged}{imgs}
 <pre>{html.escape(json.dumps(results["methods"], indent=1, sort_keys=True))}</pre>
 </body></html>
 """
 
 
+# ---------------------------------------------------------------- the output folder, as one unit
+
+_KINDS = ("tmp", "trash", "del")
+_TOKEN = r"[0-9]{20}_[0-9a-f]{6}"
+
+
+def _sibling(out: Path, kind: str) -> Path:
+    """A fresh hidden name beside ``out``: ``.NAME.KIND-<time ns>_<random>`` (sorts by time)."""
+    return out.parent / f".{out.name}.{kind}-{time.time_ns():020d}_{secrets.token_hex(3)}"
+
+
+def _leftovers(out: Path) -> dict[str, list[Path]]:
+    """The hidden folders earlier writes of ``out`` left behind, by kind."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.({'|'.join(_KINDS)})-{_TOKEN}")
+    found: dict[str, list[Path]] = {k: [] for k in _KINDS}
+    for entry in os.scandir(out.parent):
+        m = pattern.fullmatch(entry.name)
+        if m:
+            found[m.group(1)].append(Path(entry.path))
+    return found
+
+
+def _discard(out: Path, path: Path) -> None:
+    """Remove a folder: first renamed to a ``del`` name (never restored), then deleted, so a
+    kill half-way through never leaves a partial folder under a name that may be restored."""
+    doomed = _sibling(out, "del")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _recover(out: Path) -> None:
+    """Undo what killed writes of ``out`` left: put back an old folder a kill left under its
+    trash name (when ``out`` is missing), then remove every hidden leftover of ``out``."""
+    left = _leftovers(out)
+    if left["trash"] and not os.path.lexists(out):
+        newest = max(left["trash"], key=lambda p: p.name)
+        os.rename(newest, out)
+        left["trash"].remove(newest)
+    for path in left["tmp"] + left["trash"]:
+        _discard(out, path)
+    for path in left["del"]:
+        shutil.rmtree(path)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
+
+
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step; False where the system cannot."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _UNSUPPORTED:
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put the complete folder ``new`` in the place of ``out``."""
+    if not os.path.lexists(out):
+        os.rename(new, out)
+    elif _exchange(new, out):
+        _discard(out, new)  # ``new`` now holds the old folder
+    else:
+        trash = _sibling(out, "trash")
+        os.rename(out, trash)
+        try:
+            os.rename(new, out)
+        except BaseException:
+            os.rename(trash, out)
+            raise
+        _discard(out, trash)
+
+
+@contextmanager
+def _turn(folder: Path) -> Iterator[None]:
+    """Writers of one parent folder take turns (an exclusive flock on it, where there is one)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): writers are not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_outputs(results: dict, out_dir: str | Path) -> Path:
-    """Write all outputs of ``results`` into ``out_dir`` (created if needed), atomically."""
+    """Write all outputs of ``results`` into ``out_dir``, replacing it as one unit.
+
+    ``out_dir`` and its parents are created if needed; an existing ``out_dir`` is replaced
+    as a whole (files in it that this run does not write are gone afterwards).
+    """
     out = Path(out_dir)
+    if out.name in ("", ".", ".."):
+        raise UnlearnError(f"output folder {str(out_dir)!r} has no name of its own")
     if out.exists() and not out.is_dir():
         raise UnlearnError(f"output path {out} exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
+    clean = strict_json(results)
+    text = json.dumps(clean, indent=1, allow_nan=False)
+    targets = target_lines(clean)  # a malformed targets block fails here, before any writing
+    parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
-        (tmp / "results.json").write_text(json.dumps(results, indent=1, sort_keys=False))
-        images = _plots(results, tmp)
-        (tmp / "report.md").write_text(_markdown(results, images))
-        (tmp / "report.html").write_text(_html(results, images, tmp))
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            for f in tmp.iterdir():
-                os.replace(f, out / f.name)
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _turn(parent):
+        _recover(out)
+        tmp = _sibling(out, "tmp")
+        tmp.mkdir()
+        try:
+            (tmp / "results.json").write_text(text, encoding="utf-8")
+            images = _plots(clean, tmp)
+            (tmp / "report.md").write_text(_markdown(clean, images, targets), encoding="utf-8")
+            (tmp / "report.html").write_text(_html(clean, images, tmp, targets), encoding="utf-8")
+            _swap(tmp, out)
+        except BaseException as exc:
+            if tmp.exists():
+                try:
+                    shutil.rmtree(tmp)
+                except OSError as cleanup:
+                    exc.add_note(f"(the next write removes {tmp}: {cleanup})")
+            raise
     return out

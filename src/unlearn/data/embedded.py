@@ -22,8 +22,17 @@ def load_mnist1d(
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if num_train < 10 or num_test < 10:
-        raise UnlearnError("MNIST-1D needs at least 10 training and 10 test sequences")
+    for key, value in (("num_train", num_train), ("num_test", num_test)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 10:
+            raise UnlearnError(f"MNIST-1D {key} must be an integer >= 10, got {value!r}")
+    if (
+        isinstance(data_seed, bool)
+        or not isinstance(data_seed, int | np.integer)
+        or not 0 <= data_seed < 2**32
+    ):
+        raise UnlearnError(
+            f"MNIST-1D data_seed must be an integer in [0, 2**32), got {data_seed!r}"
+        )
     args = get_dataset_args()
     args.num_samples = num_train + num_test
     args.train_split = num_train / (num_train + num_test)
@@ -63,9 +72,12 @@ def load_sklearn(
         raise UnlearnError(f"unknown scikit-learn data set {name!r} (known: {', '.join(loaders)})")
     bunch = loaders[name]()
     x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int64)
-    idx_tr, idx_te = train_test_split(
-        np.arange(len(y)), test_size=test_fraction, random_state=split_seed, stratify=y
-    )
+    try:
+        idx_tr, idx_te = train_test_split(
+            np.arange(len(y)), test_size=test_fraction, random_state=split_seed, stratify=y
+        )
+    except ValueError as exc:  # sizes that leave a class out of a split, bad parameters
+        raise UnlearnError(f"cannot split data set {name!r}: {exc}") from None
     if name == "digits":
         x = (x / 16.0).reshape(-1, 1, 8, 8)
     else:

@@ -11,31 +11,39 @@ from .base import (
     UnlearnContext,
     available_methods,
     get_method,
+    method_aliases,
     register,
+    register_alias,
 )
+from .loop import TrainConfig, TrainedMethod
 
 __all__ = [
     "Method",
     "MethodConfig",
     "RunRecord",
+    "TrainConfig",
+    "TrainedMethod",
     "UnlearnContext",
     "available_methods",
     "get_method",
+    "method_aliases",
     "register",
+    "register_alias",
 ]
 
 _MODULES = (
     "retrain",
     "finetune",
     "gradient_ascent",
+    "preference",
     "random_labels",
     "scrub",
     "fisher",
     "influence",
     "amun",
     "trw",
-    "llm.baselines",
     "llm.lune",
+    "certified",
 )
 _loaded = False
 

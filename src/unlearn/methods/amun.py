@@ -46,12 +46,12 @@ import torch
 from ..attacks.pgd import nearest_adversarial
 from ..data.core import ArrayData
 from ..errors import UnlearnError
-from ._common import run_steps
-from .base import Method, MethodConfig, forever, register
+from .base import register
+from .loop import TrainConfig, TrainedMethod
 
 
 @dataclass(frozen=True)
-class AmunConfig(MethodConfig):
+class AmunConfig(TrainConfig):
     """Defaults of the authors' code: SGD (lr 0.01, momentum 0.9, wd 5e-4), 10 epochs, batch 128.
 
     ``epochs`` counts passes over the adversarial examples plus (with
@@ -64,10 +64,7 @@ class AmunConfig(MethodConfig):
     epochs: float = 10.0
     lr: float = 0.01
     batch_size: int = 128  # adversarial (+ forget) samples per step
-    optimizer: str = "sgd"
-    momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "constant"
     use_retain: bool = True
     retain_batch: int = 128  # retain samples per step when use_retain
     eps0: float = 0.04
@@ -80,16 +77,18 @@ class AmunConfig(MethodConfig):
 
 
 @register
-class Amun(Method):
+class Amun(TrainedMethod):
     name = "amun"
     summary = (
         "Fine-tune on the nearest adversarial examples of the forget samples (with their "
         "adversarial labels) together with the forget samples, optionally with retain samples."
     )
-    request_kinds = ("samples",)
+    request_kinds = ("samples", "group")
+    requires = ("classes",)
     Config = AmunConfig
 
-    def _validate(self, ctx) -> None:
+    def prepare(self, ctx) -> None:
+        super().prepare(ctx)
         cfg = self.config
         if cfg.epochs <= 0 or cfg.lr <= 0 or cfg.batch_size < 1:
             raise UnlearnError("amun needs epochs > 0, lr > 0 and batch_size >= 1")
@@ -145,9 +144,8 @@ class Amun(Method):
         }
         return ArrayData(x_adv, y_adv, forget.classes, "adversarial"), stats
 
-    def unlearn(self, model, ctx):
+    def setup(self, model, ctx):
         cfg = self.config
-        self._validate(ctx)
         adv, stats = self.adversarial_set(model, ctx)
         self._extra.update(stats)
         if cfg.include_forget:
@@ -160,16 +158,19 @@ class Amun(Method):
             )
         else:
             side = adv
-        steps = self.steps_for(side, cfg.batch_size, cfg.epochs)
-        fb = forever(side, cfg.batch_size, ctx.generator(1))
-        rb = forever(ctx.retain, cfg.retain_batch, ctx.generator(2)) if cfg.use_retain else None
-        opt = self.optimizer(model, cfg)
+        self._side = side
+        self._fb = self.stream(ctx, side, 1)
+        self._rb = self.stream(ctx, ctx.retain, 2, cfg.retain_batch) if cfg.use_retain else None
 
-        def loss_fn(t):
-            xb, yb = next(fb)
-            if rb is not None:
-                xr, yr = next(rb)
-                xb, yb = torch.cat([xb, xr]), torch.cat([yb, yr])
-            return ctx.task.loss(model, xb, yb)
+    def budget(self, ctx):
+        cfg = self.config
+        if cfg.steps is not None:
+            return int(cfg.steps)
+        return self.steps_for(self._side, cfg.batch_size, cfg.epochs)
 
-        return run_steps(model, opt, steps, loss_fn, schedule=cfg.schedule)
+    def objective(self, model, ctx, t):
+        _, (xb, yb) = next(self._fb)
+        if self._rb is not None:
+            _, (xr, yr) = next(self._rb)
+            xb, yb = torch.cat([xb, xr]), torch.cat([yb, yr])
+        return ctx.task.loss(model, xb, yb)

@@ -1,50 +1,51 @@
-"""Fine-tuning on the retain set (FT) and its l1-sparse variant (Jia et al., 2023)."""
+"""Fine-tuning on the retain set (FT) and its l1-sparse variant (Jia et al., 2023), for
+every task with a loss."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ._common import run_steps
-from .base import Method, MethodConfig, forever, register
+from .base import register
+from .loop import LM_PRESET, TrainConfig, TrainedMethod
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(MethodConfig):
-    """Defaults of Jia et al. (2023) for FT: SGD, 10 epochs, lr 0.01."""
+class FinetuneConfig(TrainConfig):
+    """Defaults of Jia et al. (2023) for FT: SGD, 10 epochs over the retain set, lr 0.01."""
 
     epochs: float = 10.0
     lr: float = 0.01
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    schedule: str = "constant"
     weight_decay: float = 5e-4
 
 
 @register
-class Finetune(Method):
+class Finetune(TrainedMethod):
     name = "finetune"
     summary = "Fine-tune on the retain set only (catastrophic forgetting of the rest)."
+    requires = ("logprob",)
+    presets = {"causal_lm": {**LM_PRESET, "weight_decay": 0.0}}
     Config = FinetuneConfig
+    epochs_over = "retain"
 
-    def penalty(self, model, t: int, steps: int) -> torch.Tensor | None:
+    def prepare(self, ctx):
+        super().prepare(ctx)
+        if ctx.task.size(ctx.retain) == 0:
+            from ..errors import UnlearnError
+
+            raise UnlearnError(f"{self.name} needs a non-empty retain set")
+
+    def setup(self, model, ctx):
+        self._batches = self.stream(ctx, ctx.retain, 0)
+        self._steps = self.budget(ctx)
+
+    def penalty(self, model, t: int):
         return None
 
-    def unlearn(self, model, ctx):
-        cfg = self.config
-        steps = self.steps_for(ctx.retain, cfg.batch_size, cfg.epochs)
-        batches = forever(ctx.retain, cfg.batch_size, ctx.generator())
-        opt = self.optimizer(model, cfg)
-
-        def loss_fn(t):
-            xb, yb = next(batches)
-            loss = ctx.task.loss(model, xb, yb)
-            extra = self.penalty(model, t, steps)
-            return loss if extra is None else loss + extra
-
-        return run_steps(model, opt, steps, loss_fn, schedule=self.config.schedule)
+    def objective(self, model, ctx, t):
+        _, batch = next(self._batches)
+        loss = ctx.task.mean_loss(model, batch)
+        extra = self.penalty(model, t)
+        return loss if extra is None else loss + extra
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,6 @@ class L1Sparse(Finetune):
     summary = "Fine-tune on the retain set with a linearly decaying l1 penalty (sparsity-aided)."
     Config = L1SparseConfig
 
-    def penalty(self, model, t, steps):
-        weight = self.config.alpha * (1.0 - t / steps)
-        return weight * sum(p.abs().sum() for p in model.parameters())
+    def penalty(self, model, t):
+        weight = self.config.alpha * (1.0 - t / self._steps)
+        return weight * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)

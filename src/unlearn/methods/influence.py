@@ -25,6 +25,13 @@ class InfluenceConfig(MethodConfig):
     scale: float = 1.0  # multiplies the Newton step
     max_norm: float | None = 10.0  # clip the step's L2 norm (None: no clip)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.damping > 0 or self.samples < 1:
+            raise ValueError("influence needs damping > 0 and samples >= 1")
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise ValueError("max_norm must be > 0 or None")
+
 
 @register
 class Influence(Method):

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnlearnError
-from ._common import run_steps
-from .base import Method, MethodConfig, forever, register
+from .base import register
+from .loop import TrainConfig, TrainedMethod
 
 
 @dataclass(frozen=True)
-class TRWConfig(MethodConfig):
+class TRWConfig(TrainConfig):
     beta: float = 10.0  # tilt strength towards classes similar to the forgotten one
     temperature: float = 1.0  # softens q(c | x) before tilting
     epochs: float = 5.0  # passes over the forget set
@@ -40,12 +40,13 @@ class TRWConfig(MethodConfig):
     retain_batch: int = 128  # retain samples per step (0: none)
     retain_weight: float = 1.0
     optimizer: str = "adam"
-    momentum: float = 0.9
-    schedule: str = "constant"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.beta < 0 or self.temperature <= 0:
             raise UnlearnError("trw needs beta >= 0 and temperature > 0")
+        if self.retain_batch < 0:
+            raise UnlearnError("trw needs retain_batch >= 0")
 
 
 def tilted_targets(
@@ -63,46 +64,34 @@ def tilted_targets(
 
 
 @register
-class TRW(Method):
+class TRW(TrainedMethod):
     name = "trw"
     summary = "Class unlearning: fit forget inputs to a similarity-tilted remaining-class target."
     request_kinds = ("class",)
+    requires = ("classes",)
     Config = TRWConfig
 
-    def unlearn(self, model, ctx):
+    def setup(self, model, ctx):
         cfg = self.config
         forgotten = list(ctx.request.classes)
-        forget = ctx.forget
-        logits = ctx.task.logits(ctx.original, forget)
-        targets, sim = tilted_targets(logits, forgotten, cfg.beta, cfg.temperature)
+        logits = ctx.task.logits(ctx.original, ctx.forget)
+        self._targets, sim = tilted_targets(logits, forgotten, cfg.beta, cfg.temperature)
         order = torch.argsort(sim, descending=True)
         self._extra["nearest_classes"] = [int(c) for c in order[:3]]
         self._extra["similarity"] = [round(float(s), 4) for s in sim]
-        fb = forever_index(len(forget), cfg.batch_size, ctx.generator(1))
-        rb = forever(ctx.retain, max(cfg.retain_batch, 1), ctx.generator(2))
+        self._fb = self.stream(ctx, ctx.forget, 1)
+        self._rb = self.stream(ctx, ctx.retain, 2, max(cfg.retain_batch, 1))
+
+    def objective(self, model, ctx, t):
+        cfg = self.config
         dev = ctx.task.device
-        steps = self.steps_for(forget, cfg.batch_size, cfg.epochs)
-        opt = self.optimizer(model, cfg)
-
-        def loss_fn(t):
-            b = next(fb)
-            log_p = F.log_softmax(model(forget.x[b].to(dev)), dim=1)
-            tgt = targets[b].to(dev)
-            loss = F.kl_div(log_p, tgt, reduction="batchmean")
-            if cfg.retain_batch > 0:
-                xr, yr = next(rb)
-                loss = loss + cfg.retain_weight * ctx.task.loss(model, xr, yr)
-            return loss
-
-        return run_steps(model, opt, steps, loss_fn, schedule=cfg.schedule)
-
-
-def forever_index(n: int, batch_size: int, gen: torch.Generator):
-    """Endless shuffled index batches over range(n)."""
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for s in range(0, n, batch_size):
-            yield order[s : s + batch_size]
+        idx, (x, _) = next(self._fb)
+        log_p = F.log_softmax(model(x.to(dev)), dim=1)
+        loss = F.kl_div(log_p, self._targets[idx].to(dev), reduction="batchmean")
+        if cfg.retain_batch > 0:
+            _, (xr, yr) = next(self._rb)
+            loss = loss + cfg.retain_weight * ctx.task.loss(model, xr, yr)
+        return loss
 
 
 __all__ = ["TRW", "TRWConfig", "tilted_targets"]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UnlearnError
 
-__all__ = ["build_model", "available_models", "ModelSpec"]
+__all__ = [
+    "build_model",
+    "check_model_spec",
+    "check_model_options",
+    "available_models",
+    "ModelSpec",
+    "MAX_PARAMETERS",
+]
 
 ModelSpec = dict  # {"name": str, "input_shape": [...], "num_classes": int, **options}
 
@@ -145,27 +154,100 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": _resnet18,
 }
 
+#: The largest model :func:`build_model` builds (these are small architectures trained here;
+#: a larger one is almost always a typo such as ``width: 100000``).
+MAX_PARAMETERS = 10**9
+_MAX_DIM = 2**24
+
+
+def _size(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise UnlearnError(f"{where} must be a positive integer, got {value!r}")
+    if not 1 <= value <= _MAX_DIM:
+        raise UnlearnError(f"{where} must lie in [1, {_MAX_DIM}], got {value}")
+    return int(value)
+
+
+def _sizes(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise UnlearnError(f"{where} must be a list of positive integers, got {value!r}")
+    return tuple(_size(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+#: Options each architecture takes, with their checks.
+_OPTIONS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
+    "mlp": {"hidden": _sizes},
+    "cnn": {"width": _size, "hidden": _size},
+    "resnet18": {"width": _size},
+}
+
 
 def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
-    """Build the architecture ``spec`` describes; ``seed`` fixes its initialisation."""
+def check_model_options(spec: Any) -> tuple[str, dict]:
+    """``(name, options)`` of a model spec, checked without building anything: the
+    architecture is known, every option is one it takes, of the right type and range
+    (``input_shape`` and ``num_classes`` too when given). Raises :class:`UnlearnError`
+    naming the option at fault."""
+    if not isinstance(spec, dict):
+        raise UnlearnError(f"a model spec must be a mapping, got {type(spec).__name__}")
     spec = dict(spec)
     name = spec.pop("name", None)
-    if name not in _BUILDERS:
+    if not isinstance(name, str) or name not in _BUILDERS:
         raise UnlearnError(f"unknown model {name!r} (available: {', '.join(available_models())})")
-    try:
-        input_shape = tuple(int(s) for s in spec.pop("input_shape"))
-        num_classes = int(spec.pop("num_classes"))
-    except KeyError as exc:
-        raise UnlearnError(f"model spec lacks {exc.args[0]!r}") from None
+    if "input_shape" in spec:
+        shape = _sizes(spec.pop("input_shape"), f"model {name!r}: input_shape")
+        if not shape:
+            raise UnlearnError(f"model {name!r}: input_shape must not be empty")
+    if "num_classes" in spec:
+        _size(spec.pop("num_classes"), f"model {name!r}: num_classes")
+    known = _OPTIONS[name]
+    unknown = sorted(str(k) for k in set(spec) - set(known))
+    if unknown:
+        raise UnlearnError(
+            f"bad options for model {name!r}: unknown option(s) {unknown} (known: {sorted(known)})"
+        )
+    return name, {k: known[k](v, f"model {name!r}: option {k!r}") for k, v in spec.items()}
+
+
+def check_model_spec(spec: Any) -> tuple[str, tuple[int, ...], int, dict]:
+    """``(name, input_shape, num_classes, options)`` of a full model spec, each checked.
+
+    Beyond :func:`check_model_options`, the architecture is built on PyTorch's
+    ``meta`` device (no memory, no random numbers drawn) to refuse one that does
+    not fit its input or has more than :data:`MAX_PARAMETERS` parameters.
+    """
+    name, options = check_model_options(spec)
+    for key in ("input_shape", "num_classes"):
+        if key not in spec:
+            raise UnlearnError(f"model spec lacks {key!r}")
+    input_shape = tuple(int(s) for s in spec["input_shape"])
+    num_classes = int(spec["num_classes"])
+    with torch.device("meta"):
+        probe = _build(name, input_shape, num_classes, options)
+    n = sum(p.numel() for p in probe.parameters())
+    if n > MAX_PARAMETERS:
+        raise UnlearnError(
+            f"model {name!r} with options {options} has {n:,} parameters, more than the "
+            f"{MAX_PARAMETERS:,} these small architectures allow"
+        )
+    return name, input_shape, num_classes, options
+
+
+def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
+    """Build the architecture ``spec`` describes; ``seed`` fixes its initialisation.
+
+    The spec is checked first (:func:`check_model_spec`); a bad one raises
+    :class:`UnlearnError`.
+    """
+    name, input_shape, num_classes, options = check_model_spec(spec)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return _build(name, input_shape, num_classes, spec)
-    return _build(name, input_shape, num_classes, spec)
+            return _build(name, input_shape, num_classes, options)
+    return _build(name, input_shape, num_classes, options)
 
 
 def _build(name, input_shape, num_classes, options) -> nn.Module:

@@ -1,5 +1,22 @@
-"""Tasks: how a model family computes a loss, predicts, and is trained."""
+"""Tasks: how a model family computes a loss, predicts, and is trained (one module each)."""
 
-from .classifier import ClassifierTask, TrainRecipe, make_optimizer
+from .base import Task, available_tasks, register_task
+from .causal_lm import CausalLMTask, LMRecipe, PairData
+from .classifier import ClassifierTask, TrainRecipe
+from .convex import ConvexTask
 
-__all__ = ["ClassifierTask", "TrainRecipe", "make_optimizer"]
+__all__ = [
+    "CausalLMTask",
+    "ClassifierTask",
+    "ConvexTask",
+    "LMRecipe",
+    "PairData",
+    "Task",
+    "TrainRecipe",
+    "available_tasks",
+    "register_task",
+]
+
+
+def _load_all() -> None:
+    """Every task module is imported above; kept so callers need not know the list."""

@@ -10,26 +10,103 @@ a model, fully or through LoRA adapters (``peft``), with one loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnlearnError
+from ..errors import InvalidRequestError, UnlearnError
+from ..training import index_stream, make_optimizer, optimize
+from ..validate import check_fields, resolve_device
+from .base import Task, register_task
 
 __all__ = [
     "LORA_TARGETS",
+    "REFUSALS",
     "CausalLMTask",
     "LMRecipe",
     "Pair",
+    "PairData",
     "TokenScores",
     "lora_wrap",
-    "trainable_state_mb",
+    "token_kl",
 ]
 
 Pair = tuple[str, str]  # (question, answer)
+
+#: Answers that decline, for IdkPO's preferred side and LUNE's "refuse" negatives.
+REFUSALS = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information about that.",
+    "I can't answer that question.",
+    "That is something I don't know.",
+)
+
+
+class PairData:
+    """A language model's data: ``(question, answer)`` pairs, with optional group labels
+    per pair (``groups={"person": [...]}``) that group requests resolve against."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        groups: dict[str, Sequence] | None = None,
+        name: str = "pairs",
+    ):
+        checked = []
+        for p in pairs:
+            if not (
+                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+            ):
+                raise UnlearnError(f"{name} must hold (question, answer) string pairs, got {p!r}")
+            checked.append((p[0], p[1]))
+        self.pairs: list[Pair] = checked
+        self.name = name
+        self.groups: dict[str, np.ndarray] = {}
+        for key, labels in (groups or {}).items():
+            arr = np.asarray(list(labels))
+            if arr.shape != (len(checked),):
+                raise UnlearnError(
+                    f"{name}: group labels {key!r} give {arr.shape[0] if arr.ndim else 0} labels "
+                    f"for {len(checked)} pairs"
+                )
+            self.groups[str(key)] = arr
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> Pair:
+        return self.pairs[i]
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def subset(self, idx, name: str | None = None) -> PairData:
+        idx = [int(i) for i in np.asarray(idx).reshape(-1)]
+        return PairData(
+            [self.pairs[i] for i in idx],
+            {k: v[idx] for k, v in self.groups.items()},
+            name or self.name,
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PairData], name: str = "pairs") -> PairData:
+        keys = set.intersection(*(set(p.groups) for p in parts)) if parts else set()
+        return cls(
+            [q for p in parts for q in p.pairs],
+            {k: np.concatenate([p.groups[k] for p in parts]) for k in sorted(keys)},
+            name,
+        )
+
+    def group_labels(self, by: str) -> np.ndarray:
+        if by not in self.groups:
+            raise InvalidRequestError(
+                f"{self.name} has no {by!r} labels (it has: {', '.join(self.groups) or 'none'})"
+            )
+        return self.groups[by]
 
 
 # every linear layer of a Llama-style block: the default LoRA targets of fine-tuning and unlearning
@@ -55,12 +132,16 @@ class LMRecipe:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        check_fields(self, "LM recipe")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise UnlearnError(f"recipe {name} must be >= 1")
         if self.lr <= 0:
             raise UnlearnError("recipe lr must be > 0")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise UnlearnError("recipe weight_decay, warmup_steps and grad_clip must be >= 0")
+        if not self.lora_alpha > 0:
+            raise UnlearnError("recipe lora_alpha must be > 0")
         if self.lora_rank < 0:
             raise UnlearnError("recipe lora_rank must be >= 0")
 
@@ -113,17 +194,28 @@ def lora_wrap(
     return get_peft_model(model, cfg)
 
 
-def trainable_state_mb(model: nn.Module, optimizer_slots: int = 2) -> float:
-    """Training-state memory in MB: gradients plus ``optimizer_slots`` Adam moments per
-    trainable parameter (float32 sizes of the trainable tensors)."""
-    n = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return n * (1 + optimizer_slots) / 2**20
+def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over answer tokens of ``KL(p_ref || p)`` between next-token distributions."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    lr = torch.log_softmax(ref_logits.float(), dim=-1)
+    kl = (lr.exp() * (lr - lp)).sum(-1)
+    m = mask.float()
+    return (kl * m).sum() / m.sum().clamp_min(1.0)
 
 
-class CausalLMTask:
-    """Scores, generates with and fine-tunes a causal LM on chat-formatted QA pairs."""
+@register_task
+class CausalLMTask(Task):
+    """Scores, generates with and fine-tunes a causal LM on chat-formatted QA pairs.
+
+    Data is a :class:`PairData` (or a list of pairs); a batch is a list of pairs.
+    ``refusals`` are the answers that decline (IdkPO, LUNE's ``refuse`` negatives).
+    """
 
     family = "causal_lm"
+    recipe_type = LMRecipe
+    provides = frozenset(
+        {"logprob", "kl", "alternatives:refusal", "fit", "membership", "lora", "generate"}
+    )
 
     def __init__(
         self,
@@ -131,13 +223,15 @@ class CausalLMTask:
         device: str | torch.device = "cpu",
         max_length: int = 128,
         system_prompt: str | None = None,
+        refusals: Sequence[str] = REFUSALS,
     ):
         if tokenizer.chat_template is None:
             raise UnlearnError("the tokenizer has no chat template")
         if tokenizer.eos_token_id is None:
             raise UnlearnError("the tokenizer has no end-of-sequence token")
         self.tokenizer = tokenizer
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        self.refusals = tuple(refusals)
         self.max_length = int(max_length)
         self.system_prompt = system_prompt
         self.pad_id = tokenizer.pad_token_id
@@ -189,6 +283,53 @@ class CausalLMTask:
             "attention_mask": mask.to(self.device),
             "labels": labels.to(self.device),
         }
+
+    # ------------------------------------------------------------------ the task protocol
+    def as_data(self, data) -> PairData:
+        return data if isinstance(data, PairData) else PairData(list(data))
+
+    def take(self, data, idx) -> list[Pair]:
+        return [data[int(i)] for i in idx]
+
+    def example_logprob(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sequence_logprob(model, self.collate(batch))
+
+    def kl(self, model: nn.Module, batch, reference) -> torch.Tensor:
+        enc = self.collate(batch)
+        _, mask, logits = self.token_logprobs(model, enc)
+        with torch.no_grad(), reference() as ref:
+            _, _, ref_logits = self.token_logprobs(ref, enc)
+        return token_kl(logits, ref_logits, mask)
+
+    def refusal(self, i: int) -> str:
+        """The refusal answer used for forget pair ``i`` (a fixed spread over ``refusals``)."""
+        if not self.refusals:
+            raise UnlearnError("the task has no refusal answers")
+        return self.refusals[(i * 7 + 3) % len(self.refusals)]
+
+    def alternative_targets(self, data, kind: str, gen: torch.Generator, **info) -> PairData:
+        """``refusal``: each question paired with a refusal instead of its answer."""
+        if kind != "refusal":
+            raise UnlearnError(f"a language model has no built-in {kind!r} alternative targets")
+        return PairData([(q, self.refusal(i)) for i, (q, _) in enumerate(data)], name="refusals")
+
+    def membership_scores(self, model: nn.Module, data) -> np.ndarray:
+        """Mean answer-token negative log-likelihood of each pair."""
+        return -self.score(model, list(data)).means
+
+    def lora(self, model: nn.Module, rank: int, alpha: float, targets: Sequence[str]):
+        return lora_wrap(model, rank, alpha, targets or LORA_TARGETS)
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def fit(self, model: nn.Module, data, recipe: LMRecipe, seed: int) -> int:
+        """Fine-tune ``model`` in place with ``recipe`` (LoRA adapters merged back)."""
+        _, steps = self.finetune(model, list(data), recipe, seed)
+        return steps
 
     # ------------------------------------------------------------------ scoring
     @staticmethod
@@ -332,59 +473,6 @@ class CausalLMTask:
         return answers
 
     # ------------------------------------------------------------------ training
-    @staticmethod
-    def batches(pairs: Sequence, batch_size: int, gen: torch.Generator) -> Iterator[list]:
-        """Endless shuffled mini-batches of ``pairs`` (reshuffled each pass)."""
-        if len(pairs) == 0:
-            raise UnlearnError("cannot draw batches from an empty set")
-        while True:
-            order = torch.randperm(len(pairs), generator=gen).tolist()
-            for s in range(0, len(order), batch_size):
-                yield [pairs[i] for i in order[s : s + batch_size]]
-
-    def train_loop(
-        self,
-        model: nn.Module,
-        step_loss: Callable[[nn.Module], torch.Tensor],
-        steps: int,
-        lr: float,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        grad_clip: float = 1.0,
-        stop: Callable[[int], bool] | None = None,
-    ) -> int:
-        """The one optimisation loop every LM method uses: AdamW on the trainable
-        parameters, linear warm-up then constant, gradient clipping.
-
-        ``step_loss(model)`` draws its own batches and returns the loss of one step;
-        ``stop(step)`` (optional, called every step after the update) ends early.
-        Returns the number of steps taken.
-        """
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise UnlearnError("the model has no trainable parameters")
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-        )
-        model.train()
-        done = 0
-        for step in range(int(steps)):
-            loss = step_loss(model)
-            if not torch.isfinite(loss):
-                raise UnlearnError(f"the loss became {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            sched.step()
-            done += 1
-            if stop is not None and stop(done):
-                break
-        model.eval()
-        return done
-
     def finetune(
         self,
         model: nn.Module,
@@ -401,21 +489,24 @@ class CausalLMTask:
         work = model
         if recipe.lora_rank > 0:
             work = lora_wrap(model, recipe.lora_rank, recipe.lora_alpha, recipe.lora_targets)
-        stream = self.batches(list(pairs), recipe.batch_size, gen)
+        pairs = list(pairs)
+        stream = index_stream(len(pairs), recipe.batch_size, gen)
         per_epoch = -(-len(pairs) // recipe.batch_size)
 
-        def nll(m: nn.Module) -> torch.Tensor:
-            total, count = self.sequence_logprob(m, self.collate(next(stream)))
+        def nll(t: int) -> torch.Tensor:
+            total, count = self.sequence_logprob(work, self.collate(self.take(pairs, next(stream))))
             return -(total.sum() / count.sum())
 
-        steps = self.train_loop(
+        params = [p for p in work.parameters() if p.requires_grad]
+        if not params:
+            raise UnlearnError("the model has no trainable parameters")
+        steps = optimize(
             work,
-            nll,
+            make_optimizer(params, "adamw", recipe.lr, recipe.weight_decay),
             recipe.epochs * per_epoch,
-            recipe.lr,
-            recipe.weight_decay,
-            recipe.warmup_steps,
-            recipe.grad_clip,
+            nll,
+            warmup_steps=recipe.warmup_steps,
+            grad_clip=recipe.grad_clip,
         )
         if recipe.lora_rank > 0:
             if adapter_out is not None:

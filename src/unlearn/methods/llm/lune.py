@@ -3,8 +3,8 @@
 The backbone stays frozen; only low-rank adapters are trained, on negative
 examples that pair each forget question with an answer that suppresses the fact
 (a refusal, ``negatives: refuse``) or replaces it with another value
-(``negatives: replace``, taken from the context's ``negatives``), plus an
-optional retain NLL term (``alpha``). The adapter's rank and target modules are
+(``negatives: replace``, the context's ``replace`` alternative targets), plus a
+retain term (``alpha``). The adapter's rank and target modules are
 configurable; it is merged into the weights or kept separate (``merge``).
 Setting ``lora_rank`` to 0 runs the same loss as full fine-tuning, which is the
 comparison the LUNE paper makes.
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from ...errors import UnlearnError
 from ..base import register
-from . import losses
-from .base import LMConfig, LMMethod
+from ..gradient_ascent import GradDiffConfig
+from ..loop import LM_PRESET, ForgetRetainMethod
 
 
 @dataclass(frozen=True)
-class LUNEConfig(LMConfig):
+class LUNEConfig(GradDiffConfig):
     lora_rank: int = 8
     lr: float = 1e-3
     negatives: str = "replace"
@@ -29,31 +29,41 @@ class LUNEConfig(LMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.negatives not in ("replace", "refuse"):
-            raise ValueError(f"negatives must be 'replace' or 'refuse', got {self.negatives!r}")
+            raise UnlearnError(f"negatives must be 'replace' or 'refuse', got {self.negatives!r}")
+
+
+_LUNE_PRESET = {k: v for k, v in LM_PRESET.items() if k != "lr"}
 
 
 @register
-class LUNE(LMMethod):
+class LUNE(ForgetRetainMethod):
     name = "lune"
-    summary = "LoRA adapters trained on negative examples (replace or refuse); backbone frozen"
+    summary = "LoRA adapters trained on negative examples (replace or refuse); backbone frozen."
+    requires = ("logprob", "lora")
+    presets = {"causal_lm": _LUNE_PRESET}
     Config = LUNEConfig
 
     def prepare(self, ctx):
+        super().prepare(ctx)
         if self.config.negatives == "replace":
-            if ctx.negatives is None or len(ctx.negatives) != len(ctx.forget):
+            neg = ctx.alternatives.get("replace")
+            if neg is None or len(neg) != len(ctx.forget):
                 raise UnlearnError(
                     "lune with negatives='replace' needs one replacement answer per forget pair "
                     "in the context"
                 )
-            for (q, _), (nq, _) in zip(ctx.forget, ctx.negatives, strict=True):
+            for (q, _), (nq, _) in zip(ctx.forget, neg, strict=True):
                 if q != nq:
                     raise UnlearnError(f"negative example for {q!r} asks {nq!r} instead")
-        elif not ctx.refusals:
-            raise UnlearnError("lune with negatives='refuse' needs refusal answers")
+        elif "alternatives:refusal" not in ctx.task.provides:
+            raise UnlearnError("lune with negatives='refuse' needs a task with refusal answers")
 
-    def loss(self, model, forget, retain, ctx):
-        if self.config.negatives == "replace":
-            neg = [ctx.negatives[i] for i in forget]
-        else:
-            neg = [(ctx.forget[i][0], ctx.refusal(i)) for i in forget]
-        return losses.nll(*self.seq(model, neg)) + self.retain_nll(model, retain)
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        kind = "replace" if self.config.negatives == "replace" else "refusal"
+        self._negatives = ctx.alternative(kind)
+
+    def objective(self, model, ctx, t):
+        idx, _ = self.next_forget()
+        neg = ctx.task.take(self._negatives, idx)
+        return ctx.task.mean_loss(model, neg) + self.retain_term(model, ctx)

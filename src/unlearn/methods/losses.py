@@ -1,10 +1,11 @@
-"""Unlearning objectives for language models, as pure functions of sequence log-probs.
+"""The family-agnostic unlearning objectives, as pure functions of example log-likelihoods.
 
-Each takes per-sequence sums of answer-token log-probs (``logp``, differentiable),
-answer lengths (``n``) and, where the objective needs one, the same sums under
-the frozen reference model (``ref``); each returns a scalar to *minimise*.
-Definitions follow the papers named on each function; the retain terms
-(NLL or KL on the retain set) are added by the methods.
+Each takes per-example target log-likelihoods (``logp``, differentiable: the sum
+of an answer's token log-probs for a language model, the log-probability of
+the label for a classifier), their lengths (``n``: answer tokens, or 1) and,
+where the objective needs one, the same under the frozen reference model
+(``ref``); each returns a scalar to *minimise*. Definitions follow the papers
+named on each function; the methods add the retain terms.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ __all__ = [
     "npo",
     "simnpo",
     "dpo",
-    "token_kl",
 ]
 
 
@@ -55,12 +55,3 @@ def dpo(
     prefer ``chosen`` (e.g. a refusal) over ``rejected`` (the fact to forget)."""
     margin = (chosen - chosen_ref) - (rejected - rejected_ref)
     return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
-
-
-def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over answer tokens of ``KL(p_ref || p)`` between next-token distributions."""
-    lp = torch.log_softmax(logits.float(), dim=-1)
-    lr = torch.log_softmax(ref_logits.float(), dim=-1)
-    kl = (lr.exp() * (lr - lp)).sum(-1)
-    m = mask.float()
-    return (kl * m).sum() / m.sum().clamp_min(1.0)

@@ -1,0 +1,301 @@
+"""The one scenario runner: original -> oracle -> noise floor -> methods -> attacks.
+
+Every benchmark scenario, of every model family, runs through :func:`run`. What
+differs between families lives in a :class:`Family` plugin, chosen by the
+scenario's ``kind`` (``classifier`` when absent): how the scenario is validated,
+how one seed's world is built (data, request, split, the original model and the
+context the methods get), how the oracle and its noise floor are trained, how a
+model is scored, and which attacks run after a seed. The loop, the rows, the
+costs, the progress ticks, the summary and the results document are common.
+
+A plugin may split one seed into several worlds (``World.tag``, e.g. one per
+forget fraction: rows ``retrain@5%``). A family without an oracle (a pretrained
+LLM cannot be retrained) returns ``None`` from :meth:`Family.oracle`, and its
+tables carry no ``retrain`` / ``oracle_noise`` rows. A metric a family cannot
+compute for a row is ``None``: the report shows it as missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import ScenarioError
+from ..methods.base import Method, RunRecord, UnlearnContext
+from ..metrics.registry import check_rows
+
+__all__ = ["Family", "World", "register_family", "family_for", "run", "summarise", "versions"]
+
+REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
+
+
+def versions() -> dict:
+    import sklearn
+
+    from .. import __version__
+
+    return {
+        "unlearn": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread (sample standard deviation; 0 for one seed) per method and metric;
+    a metric missing (None or not finite) on any seed is missing (None) in the summary."""
+    order: list[str] = []
+    for r in rows:
+        if r["method"] not in order:
+            order.append(r["method"])
+    out = []
+    for name in order:
+        mine = [r["metrics"] for r in rows if r["method"] == name]
+        keys = [k for k in mine[0] if all(k in m for m in mine)]
+        mean, std = {}, {}
+        for k in keys:
+            vals = [m[k] for m in mine]
+            if any(v is None or not np.isfinite(v) for v in vals):
+                mean[k] = std[k] = None  # missing on some seed: the summary is missing too
+                continue
+            mean[k] = float(np.mean(vals))
+            std[k] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        out.append({"method": name, "n_seeds": len(mine), "mean": mean, "std": std})
+    return out
+
+
+@dataclass
+class World:
+    """One seed's inputs (or one part of a seed, named by ``tag``)."""
+
+    seed: int
+    ctx: UnlearnContext
+    original_cost: dict
+    tag: str = ""
+    state: dict = field(default_factory=dict)  # whatever the family keeps for scoring
+
+    def label(self, name: str) -> str:
+        return f"{name}{self.tag}"
+
+
+class Family:
+    """A model family's part of a benchmark; subclasses fill in the steps."""
+
+    kind: ClassVar[str] = ""
+    #: the task family whose metrics the rows carry (see unlearn.metrics.registry)
+    task_family: ClassVar[str] = ""
+    #: keep every model of a world until its attacks ran (False: free each once scored)
+    keep_models: ClassVar[bool] = True
+
+    # -- the scenario --------------------------------------------------------------
+    def parse(self, raw: dict, source: str, base_dir: Path | None) -> Any:
+        """The validated scenario; it has ``name``, ``seeds``, ``methods`` (a list of
+        ``(label, Method)``), ``noise_seed_offset`` and ``raw``."""
+        raise NotImplementedError
+
+    def inputs(self, sc: Any, path: Path) -> list[Path]:
+        """The files the scenario reads (an output must never overwrite one)."""
+        return [path]
+
+    def check(self, sc: Any) -> None:
+        """Checks against the data that need no training (``unlearn bench --check``)."""
+
+    def setup(self, sc: Any, say: Callable[[str], None]) -> None:
+        """Load data and base models and check everything that can fail before training."""
+
+    def running(self, sc: Any):
+        """A context the whole run happens in (e.g. a thread limit)."""
+        return contextlib.nullcontext()
+
+    def ticks(self, sc: Any) -> int:
+        """How many progress ticks the run makes (for the progress bar): per world, the
+        original, the oracle and its noise floor (where there is one), every method."""
+        return len(sc.seeds) * (3 + len(sc.methods))
+
+    # -- one seed --------------------------------------------------------------------
+    def worlds(self, sc: Any, seed: int) -> Iterator[World]:
+        raise NotImplementedError
+
+    def oracle(self, sc: Any, world: World) -> tuple[Any, dict] | None:
+        """The oracle (retrained without the forget set) and its cost, or None."""
+        return self._retrain(world, world.seed)
+
+    def noise(self, sc: Any, world: World) -> tuple[Any, dict] | None:
+        """The oracle retrained with another seed (its noise floor), or None."""
+        return self._retrain(world, world.seed + sc.noise_seed_offset)
+
+    @staticmethod
+    def _retrain(world: World, seed: int) -> tuple[Any, dict]:
+        from ..methods.base import get_method
+
+        ctx = world.ctx
+        seeded = UnlearnContext(
+            task=ctx.task,
+            split=ctx.split,
+            request=ctx.request,
+            original=ctx.original,
+            seed=seed,
+            recipe=ctx.recipe,
+            model_factory=ctx.model_factory,
+        )
+        model, rec = get_method("retrain").run(ctx.original, seeded)
+        return model, rec.cost()
+
+    def set_oracle(self, sc: Any, world: World, oracle: Any, metrics: dict) -> None:
+        """Called once the oracle is scored, before any other row."""
+
+    def score(self, sc: Any, world: World, model: Any, row: str) -> dict:
+        """Metrics of ``model`` (row ``row``: original, retrain, oracle_noise or a label)."""
+        raise NotImplementedError
+
+    def run_method(self, sc: Any, world: World, method: Method) -> tuple[Any, RunRecord]:
+        return method.run(world.ctx.original, world.ctx)
+
+    def after_seed(self, sc: Any, world: World, models: dict, rows: list[dict]) -> None:
+        """Evaluation steps that need every model of the seed (attacks)."""
+
+    def tick_text(self, row: str, metrics: dict) -> str:
+        return ""
+
+    # -- the document -------------------------------------------------------------------
+    def document(self, sc: Any) -> dict:
+        """The results document's keys besides rows, summary, versions and timing."""
+        raise NotImplementedError
+
+    def order_rows(self, sc: Any, rows: list[dict]) -> list[dict]:
+        return rows
+
+
+_FAMILIES: dict[str, type[Family]] = {}
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    _FAMILIES[cls.kind] = cls
+    return cls
+
+
+def family_for(raw: Any, source: str = "scenario") -> Family:
+    """The plugin of a scenario mapping's ``kind`` (``classifier`` when absent)."""
+    from . import certified, llm, runner  # noqa: F401  (register the built-in families)
+
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"scenario {source}: must be a mapping of keys to values")
+    kind = raw.get("kind", "classifier")
+    if kind not in _FAMILIES:
+        raise ScenarioError(
+            f"scenario {source}: unknown kind {kind!r} (known: {', '.join(sorted(_FAMILIES))})"
+        )
+    return _FAMILIES[kind]()
+
+
+def run(
+    raw: dict,
+    source: str = "<mapping>",
+    base_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    seeds: list[int] | None = None,
+) -> dict:
+    """Run a scenario mapping of any family; return the ``results.json`` document."""
+    fam = family_for(raw, source)
+    if seeds is not None:
+        raw = {**raw, "seeds": list(seeds)}
+    sc = fam.parse(raw, source, base_dir)
+    return run_parsed(fam, sc, progress)
+
+
+def run_parsed(fam: Family, sc: Any, progress: Callable[[str], None] | None = None) -> dict:
+    from .targets import parse_targets
+
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    parse_targets(sc.raw.get("targets"), f"scenario {sc.name}")  # a bad block fails before work
+    fam.setup(sc, say)
+    total, done = fam.ticks(sc), 0
+
+    def tick(msg: str) -> None:
+        nonlocal done
+        done += 1
+        say(f"[{done}/{total}] {msg}")
+
+    rows: list[dict] = []
+    with fam.running(sc):
+        for seed in sc.seeds:
+            for world in fam.worlds(sc, seed):
+                rows += _run_world(fam, sc, world, tick)
+    rows = fam.order_rows(sc, rows)
+    check_rows(rows, fam.task_family)
+    doc = fam.document(sc)
+    doc.setdefault("versions", versions())
+    return {
+        **doc,
+        "seeds": sc.seeds,
+        "total_seconds": time.perf_counter() - t_start,
+        "rows": rows,
+        "summary": summarise(rows),
+    }
+
+
+def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) -> list[dict]:
+    """The rows of one world: original, oracle and noise floor (where there is one),
+    then every method; the attacks last."""
+    seed = world.seed
+    rows: list[dict] = []
+    models: dict[str, Any] = {"original": world.ctx.original}
+    at = f"seed {seed}{' ' + world.tag if world.tag else ''}"
+    tick(f"{at}: original ready ({world.original_cost['seconds'] or 0:.1f}s)")
+
+    def add(name: str, model: Any, cost: dict, record: dict | None = None) -> dict:
+        metrics = fam.score(sc, world, model, name)
+        metrics.update(cost)
+        o_sec = world.state.get("oracle_seconds")
+        if o_sec and cost.get("seconds") is not None:
+            metrics["time_vs_oracle"] = cost["seconds"] / o_sec
+        row = {"method": world.label(name), "seed": seed, "metrics": metrics}
+        if record is not None:
+            row["record"] = record
+        rows.append(row)
+        return metrics
+
+    ref = fam.oracle(sc, world)
+    if ref is not None:
+        oracle, o_cost = ref
+        world.state["oracle_seconds"] = o_cost["seconds"]
+        m_or = fam.score(sc, world, oracle, "retrain")
+        m_or.update(o_cost)
+        m_or["time_vs_oracle"] = 1.0
+        fam.set_oracle(sc, world, oracle, m_or)
+        if fam.keep_models:
+            models["retrain"] = oracle
+        del oracle
+        tick(f"{at}: oracle retrained ({o_cost['seconds']:.1f}s)")
+    m0 = add("original", world.ctx.original, world.original_cost)
+    if ref is not None:
+        noise, n_cost = fam.noise(sc, world)
+        text = fam.tick_text("oracle_noise", add("oracle_noise", noise, n_cost))
+        if fam.keep_models:
+            models["oracle_noise"] = noise
+        del noise
+        tick(f"{at}: oracle noise floor{text} (original{fam.tick_text('original', m0)})")
+        # the documented order: original, retrain, oracle_noise, methods
+        rows.insert(1, {"method": world.label("retrain"), "seed": seed, "metrics": m_or})
+    for label, method in sc.methods:
+        model, rec = fam.run_method(sc, world, method)
+        m = add(label, model, rec.cost(), rec.to_dict())
+        if fam.keep_models:
+            models[label] = model
+        del model
+        tick(f"{at}: {label}{fam.tick_text(label, m)} in {rec.seconds:.2f}s")
+    fam.after_seed(sc, world, models, rows)
+    return rows

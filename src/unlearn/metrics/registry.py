@@ -1,0 +1,136 @@
+"""The metric registry: every metric a benchmark row can carry, and what it needs.
+
+A metric declares the families that compute it, what its computation needs
+(``outputs`` of the model on the forget/retain/test data, the ``oracle``,
+``reference`` models trained for an attack, ``holdout`` items never trained on,
+``generation`` of answers, or the run's ``cost``), its unit and which direction
+is good (``higher``, ``lower``, ``oracle``: closest to the oracle's value, or
+``none`` for a descriptive quantity). The one runner checks every row against
+the registry, so a family cannot emit an undeclared metric, and the reports and
+docs read units and directions from here. A value that cannot be computed for a
+row is ``None`` (shown as missing), never a made-up number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UnlearnError
+
+__all__ = ["MetricSpec", "METRICS", "register_metric", "check_rows", "NEEDS"]
+
+NEEDS = ("outputs", "oracle", "reference", "holdout", "generation", "cost")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    families: tuple[str, ...]
+    needs: tuple[str, ...]
+    unit: str
+    better: str
+    about: str
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.needs if n not in NEEDS]
+        if bad or self.better not in ("higher", "lower", "oracle", "none"):
+            raise ValueError(f"metric {self.name}: bad needs {bad} or direction {self.better!r}")
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    METRICS[spec.name] = spec
+    return spec
+
+
+def _add(name, families, needs, unit, better, about) -> None:
+    register_metric(MetricSpec(name, tuple(families), tuple(needs), unit, better, about))
+
+
+CLS, LLM, CVX = "classifier", "causal_lm", "convex"
+ALL = (CLS, LLM, CVX)
+
+# -- cost (every family) ----------------------------------------------------------------
+_add("seconds", ALL, ["cost"], "s", "lower", "wall time of the run itself")
+_add("peak_mem_mb", ALL, ["cost"], "MB", "lower", "peak resident growth above the baseline")
+_add("baseline_mem_mb", ALL, ["cost"], "MB", "none", "resident memory when the run started")
+_add("peak_cuda_mb", ALL, ["cost"], "MB", "lower", "CUDA allocator peak")
+_add("train_state_mb", ALL, ["cost"], "MB", "lower", "gradients + optimizer state")
+_add("steps", ALL, ["cost"], "", "none", "optimiser steps (or Newton steps)")
+_add("time_vs_oracle", ALL, ["cost", "oracle"], "ratio", "lower", "seconds / oracle's seconds")
+
+# -- classifiers ------------------------------------------------------------------------
+for key, about in [
+    ("forget_acc", "accuracy on the forget set"),
+    ("retain_acc", "accuracy on the retain set"),
+    ("test_acc", "accuracy on the test set (remaining classes for class requests)"),
+    ("unlearn_acc", "UA = 100 - forget accuracy"),
+    ("test_forget_acc", "accuracy on the forgotten classes' test samples"),
+]:
+    _add(key, (CLS, CVX) if key != "unlearn_acc" else (CLS,), ["outputs"], "%", "oracle", about)
+_add("mia_efficacy", [CLS], ["outputs"], "%", "oracle", "SalUn's SVC MIA-efficacy")
+_add("loss_auc", [CLS, LLM], ["outputs"], "%", "oracle", "loss-threshold attack ROC-AUC")
+_add("js_to_oracle", [CLS], ["outputs", "oracle"], "bits", "lower", "JS divergence to the oracle")
+_add("avg_gap", [CLS], ["outputs", "oracle"], "points", "lower", "mean |UA, RA, TA, MIA - oracle|")
+_add("ulira_auc", [CLS], ["reference"], "%", "oracle", "U-LiRA AUC (forget vs test)")
+_add("rmia_auc", [CLS], ["reference"], "%", "oracle", "RMIA AUC (forget vs test)")
+_add("mia_nn_auc", [CLS], ["reference"], "%", "oracle", "MIA-NN AUC on the forgotten class")
+_add(
+    "forget_quality",
+    [CLS, LLM],
+    ["reference", "oracle"],
+    "p-value / score",
+    "higher",
+    "LLM: TOFU KS p-value vs the oracle; classifier: the NeurIPS 2023 challenge's",
+)
+_add("challenge_score", [CLS], ["reference"], "", "higher", "NeurIPS 2023 challenge score")
+
+# -- language models --------------------------------------------------------------------
+for split in ("forget", "retain", "world"):
+    good = "lower" if split == "forget" else "higher"
+    _add(f"{split}_prob", [LLM], ["outputs"], "", good, f"TOFU probability, {split} set")
+    _add(f"{split}_rouge", [LLM], ["generation"], "", good, f"ROUGE-L recall, {split} set")
+    _add(f"{split}_answer_acc", [LLM], ["generation"], "%", good, f"answers right, {split} set")
+    _add(f"{split}_truth_ratio", [LLM], ["outputs"], "", "higher", f"TOFU truth ratio, {split}")
+_add("model_utility", [LLM], ["outputs", "generation"], "", "higher", "TOFU model utility")
+_add("verbmem_forget", [LLM], ["generation"], "", "lower", "MUSE VerbMem on the forget answers")
+for key, about in [
+    ("zlib_auc", "zlib-ratio attack AUC"),
+    ("mink_auc", "Min-K% attack AUC"),
+    ("minkpp_auc", "Min-K%++ attack AUC"),
+]:
+    _add(key, [LLM], ["outputs", "holdout"], "%", "oracle", about)
+_add("privleak", [LLM], ["outputs", "holdout", "oracle"], "%", "oracle", "MUSE PrivLeak")
+_add("fluency_ppl", [LLM], ["outputs"], "", "lower", "perplexity on held-out prose")
+
+# -- certified removal ------------------------------------------------------------------
+_add("delta", [CVX], [], "", "none", "the certificate's delta")
+_add("epsilon", [CVX], ["cost"], "", "lower", "epsilon certified at delta")
+_add("residual_bound", [CVX], [], "", "lower", "accumulated gradient-residual bound")
+_add("grad_residual_norm", [CVX], [], "", "lower", "measured gradient residual")
+_add("data_independent_bound", [CVX], [], "", "lower", "worst-case residual bound")
+_add("param_distance_to_oracle", [CVX], ["oracle"], "", "lower", "||w - w_oracle||")
+_add("retrained", [CVX], [], "", "none", "1 where the budget was spent and the model retrained")
+_add("refresh_seconds", [CVX], ["cost"], "s", "lower", "Hessian cache refresh after a removal")
+_add(
+    "time_vs_oracle_with_refresh",
+    [CVX],
+    ["cost", "oracle"],
+    "ratio",
+    "lower",
+    "(removal + refresh) / oracle seconds",
+)
+
+
+def check_rows(rows: list[dict], family: str) -> None:
+    """Raise if a row carries a metric the registry does not declare for ``family``."""
+    for row in rows:
+        for key in row["metrics"]:
+            spec = METRICS.get(key)
+            if spec is None or family not in spec.families:
+                raise UnlearnError(
+                    f"row {row['method']!r} carries metric {key!r}, which the metric registry "
+                    f"does not declare for {family} (unlearn/metrics/registry.py)"
+                )
