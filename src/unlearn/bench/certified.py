@@ -269,14 +269,6 @@ class CertifiedFamily(Family):
                 state=state,
             )
 
-    def oracle(self, sc, world):
-        model, seconds = world.state.pop("oracle")
-        return model, {"seconds": seconds}
-
-    def noise(self, sc, world):
-        model, seconds = world.state.pop("noise")
-        return model, {"seconds": seconds}
-
     def score(self, sc, world, model, row):
         scorer = world.state["scorer"]
         if row == "original":

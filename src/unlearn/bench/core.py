@@ -128,12 +128,26 @@ class Family:
     def worlds(self, sc: Any, seed: int) -> Iterator[World]:
         raise NotImplementedError
 
+    #: False for a family that has no oracle (a pretrained model cannot be retrained)
+    has_oracle: ClassVar[bool] = True
+
     def oracle(self, sc: Any, world: World) -> tuple[Any, dict] | None:
-        """The oracle (retrained without the forget set) and its cost, or None."""
+        """The oracle (retrained without the forget set) and its cost, or None. A family
+        that trains its references itself (cached, timed by repeats) leaves them in
+        ``world.state["oracle"]`` as ``(model, seconds)``."""
+        if "oracle" in world.state:
+            model, seconds = world.state.pop("oracle")
+            return model, {"seconds": seconds}
+        if not self.has_oracle:
+            return None
         return self._retrain(world, world.seed)
 
     def noise(self, sc: Any, world: World) -> tuple[Any, dict] | None:
-        """The oracle retrained with another seed (its noise floor), or None."""
+        """The oracle retrained with another seed (its noise floor); likewise
+        ``world.state["noise"]`` where the family trained it."""
+        if "noise" in world.state:
+            model, seconds = world.state.pop("noise")
+            return model, {"seconds": seconds}
         return self._retrain(world, world.seed + sc.noise_seed_offset)
 
     @staticmethod

@@ -518,6 +518,7 @@ class LLMFamily(Family):
     kind = "llm"
     task_family = "causal_lm"
     keep_models = False
+    has_oracle = False  # only the fictitious benchmark has one: its world holds it
 
     def parse(self, raw, source, base_dir):
         return _LLMRun(parse_llm(raw, source))
@@ -620,16 +621,6 @@ class LLMFamily(Family):
             alternatives={"replace": negatives},
         )
         yield World(seed=seed, ctx=ctx, original_cost={"seconds": o_sec}, state=state)
-
-    def oracle(self, sc, world):
-        if "oracle" not in world.state:
-            return None
-        model, seconds = world.state.pop("oracle")
-        return model, {"seconds": seconds}
-
-    def noise(self, sc, world):
-        model, seconds = world.state.pop("noise")
-        return model, {"seconds": seconds}
 
     def score(self, sc, world, model, row):
         return world.state["ev"].score(model)
