@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COST = ("seconds", "peak mb", "time / oracle", "train-state mb", "baseline mb", "peak cuda mb")
-CELL = re.compile(r"^\s*(-?[0-9.eE+-]+)(?:\s*±\s*([0-9.eE+-]+))?\s*$")
+NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+CELL = re.compile(rf"^\s*({NUM})(?:\s*±\s*({NUM}))?\s*$")
 
 
 def tables(text: str) -> dict[tuple[str, str, str], tuple[float, float | None]]:

@@ -101,8 +101,8 @@ tok = tiny_tokenizer([q + " " + a for q, a in forget + retain + neg])
 lm = tiny_llama(tok, seed=0)
 for name, cfg in [
     ("lune", {"steps": 3, "lora_rank": 4, "lr": 1e-3}),
-    ("llm_npo", {"steps": 3, "lr": 1e-4}),
-    ("llm_idkpo", {"steps": 2, "lr": 1e-4}),
+    ("npo", {"steps": 3, "lr": 1e-4}),
+    ("idkpo", {"steps": 2, "lr": 1e-4}),
 ]:
     m, rec = api.unlearn_lm(
         name, lm, tok, forget, retain, seed=0, config=cfg, negatives=neg, device=dev

@@ -7,12 +7,13 @@ A scenario mapping::
     benchmark: fictitious            # or real_facts
     model: {name: smollm2}           # or {name: tiny, hidden: 64, layers: 2} (tests)
     data: {people: 20, per_person: 4, holdout_people: 2, seed: 0}
-    forget: {fraction: 0.1}          # of the people (real_facts: of the known facts)
+    forget: {fraction: 0.1, probe: 0.5}  # of the people (real_facts: of the known facts);
+                                     # probe: share of the forget items that only stop runs
     recipe: {epochs: 5, lr: 1.0e-3, batch_size: 8, lora_rank: 16}
     eval: {retain_items: 16, max_new_tokens: 24}
     seeds: [0]
     methods:
-      - {name: llm_npo, steps: 20, lr: 1.0e-5}
+      - {name: npo, steps: 20, lr: 1.0e-5}
       - {label: lune-full, name: lune, lora_rank: 0, lr: 1.0e-5}
 
 **fictitious**: the base model is fine-tuned on every item of the training
