@@ -311,3 +311,14 @@ def test_run_certified_rejects_bad_specs():
         run_certified({**base, "model": {"lam": -1}})
     with pytest.raises(ScenarioError, match="seeds"):
         run_certified({**base, "seeds": []})
+    for bad, match in [
+        ({"seeds": [-1]}, "seeds"),
+        ({"data": {"name": "foo"}}, "data"),
+        ({"model": [1]}, "'model' must be a mapping"),
+        ({"model": {"tol": [1]}}, "'tol' must be a number"),
+        ({"model": {"max_iter": 1.5}}, "'max_iter' must be a number"),
+        ({"one_by_one": "no"}, "one_by_one"),
+        ({"repeats": 10**6}, "repeats"),
+    ]:
+        with pytest.raises(ScenarioError, match=match):
+            run_certified({**base, **bad})

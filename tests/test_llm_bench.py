@@ -218,3 +218,39 @@ def test_real_facts_flow_without_an_oracle(monkeypatch, tmp_path):
     assert "forget_quality" not in m and "world_answer_acc" in m and "model_utility" in m
     out = write_outputs(res, tmp_path / "rf")
     assert (out / "forget_vs_retain_answers.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": [{"name": "retrain"}]}, "retrain is the oracle"),
+        ({"methods": 5}, "methods must be a list"),
+        ({"methods": [{"name": "npo", "label": ["x"]}]}, "must be strings"),
+        ({"data": 3}, "data must be a mapping"),
+        ({"eval": "ab"}, "eval must be a mapping"),
+        ({"cache_dir": 5}, "cache_dir must be a string"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"model": {"name": "tiny", "hidden": -1}}, "hidden"),
+        ({"model": [1]}, "model must be a mapping"),
+        ({"methods": [{"name": "npo", "lr": 10**400}]}, "lr"),
+    ],
+)
+def test_more_bad_llm_scenarios_are_named(change, message):
+    with pytest.raises(UnlearnError, match=message):
+        parse_llm({**TINY, **change})
+
+
+def test_an_impossible_probe_split_fails_before_any_fine_tuning(monkeypatch):
+    import unlearn.bench.llm as bench
+
+    def refuse(*a, **k):
+        raise AssertionError("fine-tuned before the probe split was checked")
+
+    monkeypatch.setattr(bench, "finetuned", refuse)
+    raw = {
+        **TINY,
+        "data": {"people": 6, "per_person": 1, "holdout_people": 2, "seed": 0},
+        "forget": {"fraction": 0.1, "probe": 0.5},
+    }
+    with pytest.raises(UnlearnError, match="at least two forget items"):
+        run_llm(raw)

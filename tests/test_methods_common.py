@@ -364,3 +364,30 @@ def test_empty_class_forget_set_is_refused(digits_small):
     data = train.subset(keep)
     with pytest.raises(UnlearnError, match="class 3 does not occur"):
         split_request(data, ClassRequest(classes=[3]))
+
+
+def test_presets_never_override_a_budget_given_in_epochs(lm_world):
+    m = get_method("npo", {"epochs": 3}, family="causal_lm")
+    assert m.config.steps is None and m.config.epochs == 3 and m.config.optimizer == "adamw"
+    assert get_method("npo", family="causal_lm").config.steps == 20
+
+
+def test_a_method_built_without_a_family_follows_the_task_it_runs_on(lm_world):
+    m = get_method("gradient_ascent")
+    m.bind(lm_world["task"])
+    assert m.config.optimizer == "adamw"
+    m.bind(ClassifierTask(10))
+    assert m.config.optimizer == "sgd" and m.config.steps is None
+
+
+def test_every_trainable_classifier_method_reports_its_training_state(
+    digits_small, trained_tiny, tiny_spec
+):
+    train, _ = digits_small
+    w = (ClassifierTask(10), train, trained_tiny, REQUESTS["samples"], TINY_RECIPE, None, {})
+    for name in ("scrub", "amun", "salun", "neggrad_plus"):
+        _, rec = get_method(name, CLS[name]).run(trained_tiny, _ctx(*w))
+        assert rec.train_state_mb and rec.train_state_mb > 0, name
+    for name in ("fisher", "influence"):
+        _, rec = get_method(name, CLS[name]).run(trained_tiny, _ctx(*w))
+        assert rec.train_state_mb is None, name

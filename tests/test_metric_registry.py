@@ -26,3 +26,10 @@ def test_an_undeclared_metric_is_refused():
     with pytest.raises(UnlearnError, match="does not declare for causal_lm"):
         check_rows([{"method": "m", "metrics": {"avg_gap": 1.0}}], "causal_lm")
     check_rows([{"method": "m", "metrics": {"avg_gap": None}}], "classifier")
+
+
+def test_the_runner_refuses_a_kind_that_is_not_a_name():
+    from unlearn.bench.core import family_for
+
+    with pytest.raises(UnlearnError, match="unknown kind"):
+        family_for({"kind": [1]})

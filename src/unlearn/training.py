@@ -18,6 +18,7 @@ from torch import nn
 from .errors import UnlearnError
 
 __all__ = [
+    "epochs_to_steps",
     "index_stream",
     "make_optimizer",
     "make_scheduler",
@@ -40,6 +41,11 @@ def index_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torc
         order = torch.randperm(n, generator=gen)
         for s in range(0, n, batch_size):
             yield order[s : s + batch_size]
+
+
+def epochs_to_steps(n: int, batch_size: int, epochs: float) -> int:
+    """Optimiser steps for ``epochs`` passes over ``n`` items in batches (at least one)."""
+    return max(1, int(round(epochs * -(-int(n) // int(batch_size)))))
 
 
 def make_optimizer(

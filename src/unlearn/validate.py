@@ -18,7 +18,13 @@ import torch
 
 from .errors import UnlearnError
 
-__all__ = ["check_fields", "check_value", "resolve_device", "check_finite_tensor"]
+__all__ = [
+    "check_fields",
+    "check_value",
+    "resolve_device",
+    "check_finite_tensor",
+    "dataclass_from_mapping",
+]
 
 
 def _type_name(tp: Any) -> str:
@@ -59,7 +65,11 @@ def _matches(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False, value
-        return math.isfinite(float(value)), float(value)
+        try:
+            as_float = float(value)
+        except OverflowError:  # an integer too large for a float
+            return False, value
+        return math.isfinite(as_float), as_float
     if tp is str:
         return isinstance(value, str), value
     if origin in (tuple, list) or tp in (tuple, list):
@@ -141,3 +151,22 @@ def check_finite_tensor(t: torch.Tensor, what: str) -> None:
     if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise UnlearnError(f"{what} holds {bad} NaN or infinite value(s)")
+
+
+def dataclass_from_mapping(cls: type, spec: Any, what: str) -> Any:
+    """An instance of the dataclass ``cls`` from a mapping (None: the defaults), with
+    unknown keys and bad values reported as :class:`UnlearnError` naming ``what``."""
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise UnlearnError(f"{what} must be a mapping, got {type(spec).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise UnlearnError(f"unknown {what} option(s) {unknown} (known: {sorted(known)})")
+    try:
+        return cls(**spec)
+    except UnlearnError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UnlearnError(f"{what}: {exc}") from None

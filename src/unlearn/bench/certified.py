@@ -152,10 +152,17 @@ def _check(spec: dict) -> dict:
     for key, val in (("repeats", repeats), ("threads", threads)):
         if type(val) is not int or not 1 <= val <= 1000:
             raise ScenarioError(f"scenario {name}: '{key}' must be an integer in [1, 1000]")
+    for key, val in model.items():
+        want = int if key == "max_iter" else float
+        ok = isinstance(val, int) if want is int else isinstance(val, int | float)
+        if isinstance(val, bool) or not ok:
+            raise ScenarioError(f"scenario {name}: model option {key!r} must be a number")
     try:
         CertifiedLogReg(**model)  # validates the values
     except UnlearnError as exc:
         raise ScenarioError(f"scenario {name}: model: {exc}") from None
+    if not isinstance(spec.get("one_by_one", False), bool):
+        raise ScenarioError(f"scenario {name}: 'one_by_one' must be true or false")
     return {
         "name": name,
         "model": model,
@@ -273,8 +280,10 @@ class CertifiedFamily(Family):
         scorer = world.state["scorer"]
         if row == "original":
             return scorer.score(model, world.original_cost["seconds"], 0)
-        if row in ("retrain", "oracle_noise"):
-            return scorer.score(model, scorer.o_sec if row == "retrain" else 0.0, 1, True)
+        if row == "retrain":
+            return scorer.score(model, scorer.o_sec, 1, True)
+        if row == "oracle_noise":
+            return scorer.score(model, world.state["noise_seconds"], 1, True)
         rep, sec, refresh = world.state["newton"]
         out = scorer.score(model, sec, int(rep.retrained))
         out.update(

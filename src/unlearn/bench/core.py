@@ -140,18 +140,22 @@ class Family:
             return model, {"seconds": seconds}
         if not self.has_oracle:
             return None
-        return self._retrain(world, world.seed)
+        model, rec = self._retrain(world, world.seed)
+        world.state["oracle_record"] = rec.to_dict()
+        return model, rec.cost()
 
     def noise(self, sc: Any, world: World) -> tuple[Any, dict] | None:
         """The oracle retrained with another seed (its noise floor); likewise
         ``world.state["noise"]`` where the family trained it."""
         if "noise" in world.state:
             model, seconds = world.state.pop("noise")
+            world.state["noise_seconds"] = seconds
             return model, {"seconds": seconds}
-        return self._retrain(world, world.seed + sc.noise_seed_offset)
+        model, rec = self._retrain(world, world.seed + sc.noise_seed_offset)
+        return model, rec.cost()
 
     @staticmethod
-    def _retrain(world: World, seed: int) -> tuple[Any, dict]:
+    def _retrain(world: World, seed: int) -> tuple[Any, RunRecord]:
         from ..methods.base import get_method
 
         ctx = world.ctx
@@ -164,8 +168,7 @@ class Family:
             recipe=ctx.recipe,
             model_factory=ctx.model_factory,
         )
-        model, rec = get_method("retrain").run(ctx.original, seeded)
-        return model, rec.cost()
+        return get_method("retrain").run(ctx.original, seeded)
 
     def set_oracle(self, sc: Any, world: World, oracle: Any, metrics: dict) -> None:
         """Called once the oracle is scored, before any other row."""
@@ -207,7 +210,7 @@ def family_for(raw: Any, source: str = "scenario") -> Family:
     if not isinstance(raw, dict):
         raise ScenarioError(f"scenario {source}: must be a mapping of keys to values")
     kind = raw.get("kind", "classifier")
-    if kind not in _FAMILIES:
+    if not isinstance(kind, str) or kind not in _FAMILIES:
         raise ScenarioError(
             f"scenario {source}: unknown kind {kind!r} (known: {', '.join(sorted(_FAMILIES))})"
         )
@@ -249,7 +252,6 @@ def run_parsed(fam: Family, sc: Any, progress: Callable[[str], None] | None = No
             for world in fam.worlds(sc, seed):
                 rows += _run_world(fam, sc, world, tick)
     rows = fam.order_rows(sc, rows)
-    check_rows(rows, fam.task_family)
     doc = fam.document(sc)
     doc.setdefault("versions", versions())
     return {
@@ -279,6 +281,7 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         row = {"method": world.label(name), "seed": seed, "metrics": metrics}
         if record is not None:
             row["record"] = record
+        check_rows([row], fam.task_family)  # as it is built: a bad key fails early
         rows.append(row)
         return metrics
 
@@ -303,7 +306,11 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         del noise
         tick(f"{at}: oracle noise floor{text} (original{fam.tick_text('original', m0)})")
         # the documented order: original, retrain, oracle_noise, methods
-        rows.insert(1, {"method": world.label("retrain"), "seed": seed, "metrics": m_or})
+        o_row = {"method": world.label("retrain"), "seed": seed, "metrics": m_or}
+        if "oracle_record" in world.state:
+            o_row["record"] = world.state.pop("oracle_record")
+        check_rows([o_row], fam.task_family)
+        rows.insert(1, o_row)
     for label, method in sc.methods:
         model, rec = fam.run_method(sc, world, method)
         m = add(label, model, rec.cost(), rec.to_dict())

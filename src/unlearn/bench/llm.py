@@ -94,7 +94,8 @@ Answer accuracy counts greedy answers containing the fact; for the forget set th
 paraphrased questions are asked too. PrivLeak is MUSE's relative Min-K% AUC (forget
 vs never-seen people) against the oracle's: near 0 is right, positive means the
 forget set still looks like training data. `train_state_mb` is gradients plus
-AdamW moments of the trained parameters; `peak_mem_mb` the process's peak RSS.
+AdamW moments of the trained parameters; `peak_mem_mb` the growth of the process's
+resident memory above its baseline when the run started (`baseline_mem_mb`).
 Seconds exclude evaluation."""
 
 _METHOD_KEYS = {"label", "name"}
@@ -117,6 +118,7 @@ class LLMScenario:
     cache_dir: str | None = ".cache/unlearn"
     system_prompt: str | None = None
     probe: float | None = None
+    built: list = field(default_factory=list)  # (label, Method) of every entry
     raw: dict = field(default_factory=dict)
 
 
@@ -157,8 +159,12 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     bench = raw.get("benchmark", "fictitious")
     if bench not in ("fictitious", "real_facts"):
         raise fail(f"benchmark must be 'fictitious' or 'real_facts', got {bench!r}")
-    if not isinstance(raw["model"], dict):
-        raise fail(f"model must be a mapping, got {raw['model']!r}")
+    for key in ("model", "data", "recipe", "eval"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise fail(f"{key} must be a mapping, got {raw[key]!r}")
+    for key in ("cache_dir", "system_prompt"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise fail(f"{key} must be a string or null, got {raw[key]!r}")
     model = dict(raw["model"])
     if model.get("name") not in ("smollm2", "tiny"):
         raise fail(f"model name must be 'smollm2' or 'tiny', got {model.get('name')!r}")
@@ -211,20 +217,27 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         v = model.get(key)
         if v is not None and (type(v) is not int or not 1 <= v <= 4096):
             raise fail(f"model {key} must be an integer in [1, 4096], got {v!r}")
-    for key in ("data", "recipe", "eval"):
-        if key in raw and not isinstance(raw[key], dict):
-            raise fail(f"{key} must be a mapping, got {raw[key]!r}")
     for key, v in dict(raw.get("data", {})).items():
         if type(v) is not int or not 0 <= v <= 10_000:
             raise fail(f"data {key} must be an integer in [0, 10000], got {v!r}")
     seeds = common.seeds
     methods = []
     labels = set()
-    for i, entry in enumerate(raw["methods"] or []):
+    if not isinstance(raw["methods"], list):
+        raise fail(f"methods must be a list, got {raw['methods']!r}")
+    built = []
+    for i, entry in enumerate(raw["methods"]):
         if not isinstance(entry, dict) or "name" not in entry:
             raise fail(f"methods[{i}] must be a mapping with a 'name'")
         name = entry["name"]
         label = entry.get("label", name)
+        if not isinstance(name, str) or not isinstance(label, str):
+            raise fail(f"methods[{i}]: name and label must be strings")
+        if name == "retrain":
+            raise fail(
+                f"methods[{i}]: retrain is the oracle, a reference row of every fictitious "
+                "scenario (it is not a method to list)"
+            )
         if label in labels or label in ("original", "retrain", "oracle_noise"):
             raise fail(f"method label {label!r} is used twice or is reserved")
         labels.add(label)
@@ -242,6 +255,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         if "causal_lm" not in method.families():
             raise fail(f"method {name!r} is not a language-model method")
         methods.append((label, name, config))
+        built.append((label, method))
     if not methods:
         raise fail("methods must list at least one method")
     return LLMScenario(
@@ -251,6 +265,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         data=data,
         fraction=float(frac),
         probe=None if probe is None else float(probe),
+        built=built,
         recipe=recipe,
         eval=ev,
         seeds=list(seeds),
@@ -585,6 +600,9 @@ class LLMFamily(Family):
         split = split_request(data, request)
         forget = [items[i] for i in split.forget_idx]
         retain = [items[i] for i in split.retain_idx]
+        # the early-stop probe reads its own forget items, never the scored ones
+        # (split before anything is fine-tuned, so a bad split fails first)
+        probe_items, scored = probe_split(forget, s.probe, seed)
         if self.facts is not None:
             args = (task, self.base, self.base_id)
             original, o_sec, _ = finetuned(*args, list(data), s.recipe, seed, s.cache_dir)
@@ -597,8 +615,6 @@ class LLMFamily(Family):
             original, o_sec = self.base, None
         n_eval = min(int(s.eval["retain_items"]), len(retain))
         r_eval = [retain[i] for i in sorted(rng.choice(len(retain), n_eval, replace=False))]
-        # the early-stop probe reads its own forget items, never the scored ones
-        probe_items, scored = probe_split(forget, s.probe, seed)
         if probe_items:
             self.info[f"probe_questions_seed{seed}"] = [it.question for it in probe_items]
         state["ev"] = LMEvaluator(task, scored, r_eval, self.world_items, holdout, s.eval)
@@ -667,9 +683,7 @@ class _LLMRun:
     def __init__(self, sc: LLMScenario):
         self.sc, self.name, self.raw = sc, sc.name, sc.raw
         self.noise_seed_offset = sc.noise_seed_offset
-        self.methods = [
-            (label, get_method(name, cfg, family="causal_lm")) for label, name, cfg in sc.methods
-        ]
+        self.methods = sc.built
 
     @property
     def seeds(self):

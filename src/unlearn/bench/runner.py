@@ -12,21 +12,11 @@ from ..methods.base import PeakMemory, UnlearnContext
 from ..models import build_model
 from ..requests import ClassRequest
 from ..tasks.classifier import ClassifierTask
-from .core import Family, World, register_family, run_parsed, summarise, versions
+from .core import Family, World, register_family, run_parsed, summarise
 from .evaluate import Evaluator
-from .scenario import Scenario, parse_scenario
+from .scenario import Scenario, model_spec, parse_scenario
 
 __all__ = ["run_scenario", "summarise", "ClassifierFamily"]
-
-_versions = versions  # the name other modules imported before the one runner
-
-
-def _model_spec(scenario: Scenario, train) -> dict:
-    spec = dict(scenario.model)
-    spec.setdefault("input_shape", list(train.input_shape))
-    spec.setdefault("num_classes", train.num_classes)
-    return spec
-
 
 @register_family
 class ClassifierFamily(Family):
@@ -49,7 +39,7 @@ class ClassifierFamily(Family):
     def setup(self, sc, say):
         s = sc.sc
         self.train, self.test = load_dataset(s.data)
-        self.spec = _model_spec(s, self.train)
+        self.spec = model_spec(s, self.train)
         build_model(self.spec)  # fail early on a bad model spec
         self.task = ClassifierTask(self.train.num_classes, s.device)
         # Validate every request and method against the data before any training.

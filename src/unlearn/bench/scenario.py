@@ -37,6 +37,7 @@ from ..requests import ForgetRequest, request_from_dict
 from ..tasks.classifier import ClassifierTask, TrainRecipe
 from ..validate import resolve_device
 from .attacks import AttackConfig
+from .core import REFERENCE_ROWS
 
 __all__ = [
     "Scenario",
@@ -68,7 +69,6 @@ _KEYS = {
     "kind",
     "targets",
 }
-REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "mnist1d-random10.yaml"
 #: The built-in language-model scenario (``unlearn bench --llm``).

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ScenarioError
+from .core import REFERENCE_ROWS
 
 __all__ = [
     "Condition",
@@ -63,7 +64,6 @@ __all__ = [
     "target_lines",
 ]
 
-REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 METHODS = "methods"
 _TARGET_KEYS = ("name", "rows", "where", "pick", "require", "mode", "show", "note")
 _QUANTITY_KEYS = ("metric", "distance_to", "times_less_than", "per_seed")

@@ -32,7 +32,7 @@ from ..data.core import Split
 from ..errors import UnlearnError, UnsupportedRequestError
 from ..requests import ForgetRequest
 from ..tasks.base import Task, available_tasks
-from ..training import index_stream, make_optimizer
+from ..training import epochs_to_steps, index_stream, make_optimizer
 from ..validate import check_fields
 
 __all__ = [
@@ -65,7 +65,9 @@ class RunRecord:
 
     ``peak_mem_mb`` is the growth of the process's resident memory above
     ``baseline_mem_mb`` (its resident memory when the run started); on CUDA the
-    allocator's peak is ``peak_cuda_mb``. ``train_state_mb`` is the memory of the
+    allocator's peak growth above what was allocated at the start is ``peak_cuda_mb``.
+    ``seconds`` includes copying the model to the task's device (a method works on a
+    copy) and excludes the time of an early-stop probe. ``train_state_mb`` is the memory of the
     gradients and optimizer state of the trained parameters (None for a method
     that trains nothing).
     """
@@ -164,7 +166,8 @@ def _release_freed_memory() -> None:
 
 class PeakMemory:
     """Memory of the block it wraps: the resident baseline at the start (MB), the peak
-    growth above it (sampled every 5 ms) and, on CUDA, the allocator's peak."""
+    growth above it (sampled every 5 ms) and, on CUDA, the allocator's peak growth above
+    what was allocated when the block started."""
 
     def __init__(self, device: torch.device | str = "cpu", interval: float = 0.005):
         self.device = torch.device(device)
@@ -193,6 +196,7 @@ class PeakMemory:
         _release_freed_memory()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_start = torch.cuda.memory_allocated(self.device)
         self.baseline_mb = self._proc.memory_info().rss / 2**20
         self._max_rss = self.baseline_mb
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -203,8 +207,9 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self._sample()
-        if self.device.type == "cuda":
-            self.cuda_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.device.type == "cuda":  # growth above what was allocated at the start
+            peak = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
+            self.cuda_mb = max(0, peak) / 2**20
 
 
 def forever(data, batch_size: int, gen: torch.Generator, labels=None) -> Iterator:
@@ -324,7 +329,12 @@ class Method:
         self.config = self._build(family)
 
     def _build(self, family: str | None) -> MethodConfig:
-        opts = {**self.presets.get(family or "", {}), **(self._user or {})}
+        preset = dict(self.presets.get(family or "", {}))
+        user = self._user or {}
+        if "epochs" in user:  # a budget the caller gave in epochs is not overridden by steps
+            preset.pop("steps", None)
+        opts = {**preset, **user}
+        self._config_family = family
         try:
             return self.Config(**opts)
         except UnlearnError as exc:
@@ -343,10 +353,11 @@ class Method:
 
     # -- contract -------------------------------------------------------------
     def bind(self, task: Task) -> None:
-        """Apply the task family's presets to a method built without a family."""
-        if self.family is None and self._user is not None and task.family in self.presets:
-            self.config = self._build(task.family)
-        self.family = self.family or task.family
+        """Apply the task family's presets to a method built without a family (rebuilt for
+        each family it runs on; a method built for one family keeps its config)."""
+        if self.family is None and self._user is not None:
+            if getattr(self, "_config_family", None) != task.family:
+                self.config = self._build(task.family)
 
     def check(self, request: ForgetRequest, task: Task) -> None:
         if not isinstance(task, Task):
@@ -432,7 +443,7 @@ class Method:
 
     @staticmethod
     def steps_for(data, batch_size: int, epochs: float) -> int:
-        return max(1, int(round(epochs * -(-len(data) // batch_size))))
+        return epochs_to_steps(len(data), batch_size, epochs)
 
     @classmethod
     def describe(cls) -> str:

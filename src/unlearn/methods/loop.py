@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,14 @@ import torch
 from torch import nn
 
 from ..errors import UnlearnError
-from ..training import OPTIMIZERS, make_optimizer, optimize, optimizer_slots, train_state_mb
+from ..training import (
+    OPTIMIZERS,
+    epochs_to_steps,
+    make_optimizer,
+    optimize,
+    optimizer_slots,
+    train_state_mb,
+)
 from .base import Method, MethodConfig, UnlearnContext
 
 __all__ = ["TrainConfig", "TrainedMethod"]
@@ -139,7 +145,7 @@ class TrainedMethod(Method):
             raise UnlearnError(
                 f"{self.name} counts epochs over the {self.epochs_over} set, which is empty"
             )
-        return max(1, int(round(cfg.epochs * math.ceil(n / cfg.batch_size))))
+        return epochs_to_steps(n, cfg.batch_size, cfg.epochs)
 
     @contextlib.contextmanager
     def reference_model(self, model: nn.Module) -> Iterator[nn.Module]:

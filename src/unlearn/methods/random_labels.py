@@ -24,6 +24,7 @@ import torch
 from ..data.core import ArrayData
 from ..errors import UnlearnError
 from ..requests import ClassRequest
+from ..training import epochs_to_steps
 from .base import register
 from .loop import TrainConfig, TrainedMethod
 
@@ -62,7 +63,7 @@ class RandomLabels(TrainedMethod):
         cfg = self.config
         if cfg.retain_pass and cfg.steps is None:
             n = ctx.task.size(ctx.forget) + ctx.task.size(ctx.retain)
-            return max(1, int(round(cfg.epochs * -(-n // cfg.batch_size))))
+            return epochs_to_steps(n, cfg.batch_size, cfg.epochs)
         return super().budget(ctx)
 
     def setup(self, model, ctx):

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.core import iterate_batches
+from ..training import optimizer_slots, train_state_mb
 from .base import Method, MethodConfig, forever, register
 
 
@@ -115,6 +116,7 @@ class Scrub(Method):
         for p in teacher.parameters():
             p.requires_grad_(False)
         opt = self.optimizer(model, cfg)
+        self._train_state_mb = train_state_mb(model, optimizer_slots(cfg.optimizer, cfg.momentum))
         # One endless shuffled stream: with retain_batches None every epoch takes exactly
         # one pass of it, i.e. one permutation of the whole retain set.
         retain = forever(ctx.retain, cfg.batch_size, ctx.generator(1))

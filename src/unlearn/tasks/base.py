@@ -37,6 +37,7 @@ from torch import nn
 
 from ..errors import UnlearnError, UnsupportedRequestError
 from ..training import index_stream
+from ..validate import dataclass_from_mapping
 
 __all__ = ["Task", "register_task", "available_tasks"]
 
@@ -55,22 +56,7 @@ class Task:
         rt = self.recipe_type
         if rt is None or isinstance(spec, rt):
             return spec
-        if spec is None:
-            return rt()
-        if not isinstance(spec, dict):
-            raise UnlearnError(
-                f"a {self.family} training recipe must be a mapping, got {type(spec).__name__}"
-            )
-        import dataclasses
-
-        known = {f.name for f in dataclasses.fields(rt)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise UnlearnError(f"unknown training option(s) {unknown} (known: {sorted(known)})")
-        try:
-            return rt(**spec)
-        except (TypeError, ValueError) as exc:
-            raise UnlearnError(f"training recipe: {exc}") from None
+        return dataclass_from_mapping(rt, spec, "training")
 
     def check_model(self, model: Any) -> None:
         """Raise if ``model`` is not a model of this family."""
@@ -178,8 +164,3 @@ def available_tasks() -> dict[str, type[Task]]:
     _load_all()
     return dict(_TASKS)
 
-
-def check_task(task: Any) -> Task:
-    if not isinstance(task, Task):
-        raise UnlearnError(f"task must be a unlearn Task, got {type(task).__name__}")
-    return task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from ..data.core import ArrayData, iterate_batches
 from ..errors import UnlearnError
 from ..models.spectral import SpectralClipper
 from ..training import index_stream, make_optimizer, optimize
-from ..validate import check_fields, resolve_device
+from ..validate import check_fields, dataclass_from_mapping, resolve_device
 from .base import Task, register_task
 
 __all__ = ["ClassifierTask", "TrainRecipe", "make_optimizer"]  # make_optimizer: from training
@@ -64,12 +64,7 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> TrainRecipe:
-        spec = dict(spec or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise UnlearnError(f"unknown training option(s) {unknown} (known: {sorted(known)})")
-        return cls(**spec)
+        return dataclass_from_mapping(cls, spec, "training")
 
     def to_dict(self) -> dict:
         return asdict(self)
