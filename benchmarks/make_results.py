@@ -132,7 +132,10 @@ test accuracy and MIA-efficacy; every table carries the untouched model
 (`oracle_noise`: the oracle retrained with another seed, scored against it).
 A method is only interesting between `original` and `oracle_noise`.
 Times are wall-clock seconds of the unlearning itself (no evaluation), and
-"Time / oracle" divides them by the same seed's retraining time.
+"Time / oracle" divides them by the same seed's retraining time. "Peak MB" is
+the run's own memory: the peak growth of the process's resident memory above
+its baseline when the run started (`baseline_mem_mb` in `results.json`), not
+the process's total. A value shown as – was not measured for that row.
 
 Versions: `{json.dumps(versions, sort_keys=True)}`.
 
