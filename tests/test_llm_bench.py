@@ -75,6 +75,10 @@ def test_the_stop_probe_reads_only_unscored_forget_items(results):
     assert probe_split(items[:6], None, seed=0) == ([], list(items[:6]))
     ga = next(r for r in results["rows"] if r["method"] == "llm_ga")
     assert ga["record"]["extra"]["probe_seconds"] > 0
+    from unlearn.bench.report import _probe_section
+
+    section = _probe_section(results)
+    assert "Early-stop probe" in section and all(q in section for q in probe_qs)
 
 
 def test_forget_quality_separates_the_original_from_the_oracle(results):

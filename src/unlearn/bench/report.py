@@ -275,6 +275,25 @@ def _seconds(results: dict) -> str:
     return MISSING if total is None else f"{total:.0f} s"
 
 
+def _probe_section(results: dict) -> str:
+    """Which forget questions the early stops read (never the ones that are scored)."""
+    info = results.get("info") or {}
+    seeds = [k for k in info if k.startswith("probe_questions_seed")]
+    if not seeds:
+        return ""
+    body = "\n".join(
+        f"- seed {k.removeprefix('probe_questions_seed')}: "
+        + "; ".join(f"“{q}”" for q in info[k])
+        for k in seeds
+    )
+    return (
+        "## Early-stop probe\n\nMethods with `target_forget_acc` stop when these forget "
+        "questions (and their paraphrases) are answered right at most that often. They are "
+        "forgotten like the others but never scored: the forget metrics above are computed "
+        f"on the other forget items.\n\n{body}\n\n"
+    )
+
+
 def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
     hp = "\n".join(
         f"- `{label}` ({v['method']}): `{json.dumps(v['config'], sort_keys=True)}`"
@@ -287,6 +306,7 @@ def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
         if targets
         else ""
     )
+    probes = _probe_section(results)
     return f"""# {results["scenario_name"]}
 
 {results["scenario"].get("description", "").strip()}
@@ -300,7 +320,7 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 {markdown_table(results)}
 
 {figures}
-{judged}## Hyperparameters
+{judged}{probes}## Hyperparameters
 
 {hp}
 
