@@ -57,3 +57,42 @@ def test_methods_that_need_more_refuse_the_new_family(world):
         unlearn.unlearn("scrub", model, data, request, task=task)
     with pytest.raises(UnsupportedRequestError, match="alternatives:random_label"):
         unlearn.unlearn("salun", model, data, request, task=task)
+
+
+def test_the_new_family_runs_through_the_one_runner_and_the_cli(tmp_path, capsys):
+    """With one benchmark plugin (in the test module), `unlearn bench` runs the family:
+    original, oracle, noise floor and the shared methods, with no change to the CLI."""
+    import json
+
+    import yaml
+
+    from unlearn.cli import main
+
+    scenario = {
+        "kind": "toy_regression",
+        "name": "toy",
+        "seeds": [0, 1],
+        "forget": 20,
+        "methods": [
+            {"name": "gradient_ascent", "config": {"epochs": 5, "lr": 0.01, "optimizer": "adam"}},
+            {"name": "neggrad_plus", "config": {"epochs": 2, "lr": 0.01, "optimizer": "adam"}},
+            {"name": "kl", "config": {"epochs": 5, "lr": 0.01, "optimizer": "adam"}},
+        ],
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    assert main(["bench", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    summ = {s["method"]: s["mean"] for s in res["summary"]}
+    assert list(summ) == [
+        "original",
+        "retrain",
+        "oracle_noise",
+        "gradient_ascent",
+        "neggrad_plus",
+        "kl",
+    ]
+    # a linear model fits the shifted forget targets only partly; the oracle not at all
+    assert summ["retrain"]["forget_mse"] > summ["original"]["forget_mse"] + 1.0
+    for name in ("gradient_ascent", "neggrad_plus", "kl"):
+        assert summ[name]["forget_mse"] > summ["original"]["forget_mse"], name

@@ -81,3 +81,87 @@ class RegressionTask(Task):
         return optimize(
             model, opt, steps, lambda t: self.mean_loss(model, self.take(data, next(stream)))
         )
+
+
+# -- a benchmark plugin for the one scenario runner (and so for `unlearn bench`) ----------
+from unlearn.bench.core import Family, World, register_family  # noqa: E402
+from unlearn.bench.scenario import check_common  # noqa: E402
+from unlearn.data.core import split_request  # noqa: E402
+from unlearn.methods import UnlearnContext, get_method  # noqa: E402
+from unlearn.metrics.registry import MetricSpec, declare_for, register_metric  # noqa: E402
+from unlearn.requests import SampleRequest  # noqa: E402
+
+for _split in ("forget", "retain", "test"):
+    register_metric(
+        MetricSpec(f"{_split}_mse", ("toy_regression",), ("outputs",), "", "oracle", _split)
+    )
+declare_for(
+    "toy_regression",
+    "seconds",
+    "peak_mem_mb",
+    "baseline_mem_mb",
+    "steps",
+    "train_state_mb",
+    "time_vs_oracle",
+)
+
+
+class _Run:
+    def __init__(self, raw, source):
+        c = check_common(raw, source)
+        self.raw, self.name, self.seeds = raw, c.name, c.seeds
+        self.noise_seed_offset = c.noise_seed_offset
+        self.n_forget = int(raw.get("forget", 20))
+        self.methods = [
+            (m["name"], get_method(m["name"], m.get("config", {}), family="toy_regression"))
+            for m in raw["methods"]
+        ]
+
+
+@register_family
+class RegressionFamily(Family):
+    kind = "toy_regression"
+    task_family = "toy_regression"
+
+    def parse(self, raw, source, base_dir):
+        return _Run(raw, source)
+
+    def setup(self, sc, say):
+        self.task = RegressionTask()
+        self.train = make_regression(seed=0)
+        self.train.y[: sc.n_forget] += 3.0
+        self.test = make_regression(n=100, seed=1)
+
+    def worlds(self, sc, seed):
+        torch.manual_seed(seed)
+        model = nn.Linear(5, 1)
+        steps = self.task.fit(model, self.train, None, seed)
+        request = SampleRequest(indices=list(range(sc.n_forget)))
+        ctx = UnlearnContext(
+            self.task,
+            split_request(self.train, request),
+            request,
+            model,
+            seed,
+            model_factory=lambda s: (torch.manual_seed(s), nn.Linear(5, 1))[1],
+        )
+        yield World(seed=seed, ctx=ctx, original_cost={"seconds": 0.0, "steps": float(steps)})
+
+    def score(self, sc, world, model, row):
+        sets = {"forget": world.ctx.forget, "retain": world.ctx.retain, "test": self.test}
+        return {
+            f"{k}_mse": float(2 * self.task.membership_scores(model, d).mean() - np.log(2 * np.pi))
+            for k, d in sets.items()
+        }
+
+    def document(self, sc):
+        return {
+            "scenario": sc.raw,
+            "scenario_name": sc.name,
+            "request": f"the first {sc.n_forget} samples (their targets shifted by 3)",
+            "model_spec": {"name": "linear"},
+            "train_recipe": {},
+            "methods": {
+                label: {"method": m.name, "config": vars(m.config)} for label, m in sc.methods
+            },
+        }

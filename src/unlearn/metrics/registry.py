@@ -13,11 +13,12 @@ row is ``None`` (shown as missing), never a made-up number.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UnlearnError
 
-__all__ = ["MetricSpec", "METRICS", "register_metric", "check_rows", "NEEDS"]
+__all__ = ["MetricSpec", "METRICS", "register_metric", "declare_for", "check_rows", "NEEDS"]
 
 NEEDS = ("outputs", "oracle", "reference", "holdout", "generation", "cost")
 
@@ -43,6 +44,14 @@ METRICS: dict[str, MetricSpec] = {}
 def register_metric(spec: MetricSpec) -> MetricSpec:
     METRICS[spec.name] = spec
     return spec
+
+
+def declare_for(family: str, *names: str) -> None:
+    """Declare that a (new) family also reports these registered metrics."""
+    for name in names:
+        spec = METRICS[name]
+        if family not in spec.families:
+            METRICS[name] = dataclasses.replace(spec, families=(*spec.families, family))
 
 
 def _add(name, families, needs, unit, better, about) -> None:
