@@ -103,6 +103,10 @@ def test_attacks_tell_memorised_from_never_seen(tmp_path):
     )
     models = {"original": original, "retrain": oracle, "ga": ga.run(original, ctx)[0]}
     suite.evaluate(0, split, request, original, models, rows)
+    # every metric the attacks add is declared in the registry (the runner checks it)
+    from unlearn.metrics.registry import check_rows
+
+    check_rows(rows, "classifier")
     m = {r["method"]: r["metrics"] for r in rows}
     assert m["original"]["ulira_auc"] > 80 and m["original"]["rmia_auc"] > 80
     assert m["original"]["ulira_tpr_1fpr"] > m["retrain"]["ulira_tpr_1fpr"]

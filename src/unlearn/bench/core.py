@@ -319,4 +319,5 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         del model
         tick(f"{at}: {label}{fam.tick_text(label, m)} in {rec.seconds:.2f}s")
     fam.after_seed(sc, world, models, rows)
+    check_rows(rows, fam.task_family)  # what the attacks added, before the next seed's work
     return rows

@@ -85,6 +85,8 @@ _add("js_to_oracle", [CLS], ["outputs", "oracle"], "bits", "lower", "JS divergen
 _add("avg_gap", [CLS], ["outputs", "oracle"], "points", "lower", "mean |UA, RA, TA, MIA - oracle|")
 _add("ulira_auc", [CLS], ["reference"], "%", "oracle", "U-LiRA AUC (forget vs test)")
 _add("rmia_auc", [CLS], ["reference"], "%", "oracle", "RMIA AUC (forget vs test)")
+_add("ulira_tpr_1fpr", [CLS], ["reference"], "%", "oracle", "U-LiRA TPR at 1 % FPR")
+_add("rmia_tpr_1fpr", [CLS], ["reference"], "%", "oracle", "RMIA TPR at 1 % FPR")
 _add("mia_nn_auc", [CLS], ["reference"], "%", "oracle", "MIA-NN AUC on the forgotten class")
 _add(
     "forget_quality",
