@@ -282,8 +282,7 @@ def _probe_section(results: dict) -> str:
     if not seeds:
         return ""
     body = "\n".join(
-        f"- seed {k.removeprefix('probe_questions_seed')}: "
-        + "; ".join(f"“{q}”" for q in info[k])
+        f"- seed {k.removeprefix('probe_questions_seed')}: " + "; ".join(f"“{q}”" for q in info[k])
         for k in seeds
     )
     return (

@@ -18,6 +18,7 @@ from .scenario import Scenario, model_spec, parse_scenario
 
 __all__ = ["run_scenario", "summarise", "ClassifierFamily"]
 
+
 @register_family
 class ClassifierFamily(Family):
     kind = "classifier"

@@ -163,4 +163,3 @@ def available_tasks() -> dict[str, type[Task]]:
 
     _load_all()
     return dict(_TASKS)
-
