@@ -4,7 +4,6 @@ floor, run every method, score all (and run the attack suite) through the one ru
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ..data import load_dataset, split_request
 from ..io import load_model
@@ -160,9 +159,3 @@ def run_scenario(scenario: Scenario, progress=None) -> dict:
     """Run every seed of a parsed classifier ``scenario``; return the ``results.json``
     document (the one runner with the classifier plugin)."""
     return run_parsed(ClassifierFamily(), _Parsed(scenario), progress)
-
-
-def load_and_run(path: str | Path, progress=None) -> dict:
-    from .scenario import load_scenario
-
-    return run_scenario(load_scenario(path), progress)

@@ -162,11 +162,8 @@ class Amun(TrainedMethod):
         self._fb = self.stream(ctx, side, 1)
         self._rb = self.stream(ctx, ctx.retain, 2, cfg.retain_batch) if cfg.use_retain else None
 
-    def budget(self, ctx):
-        cfg = self.config
-        if cfg.steps is not None:
-            return int(cfg.steps)
-        return self.steps_for(self._side, cfg.batch_size, cfg.epochs)
+    def epoch_size(self, ctx):
+        return len(self._side)  # an epoch is a pass over the adversarial (+ forget) samples
 
     def objective(self, model, ctx, t):
         _, (xb, yb) = next(self._fb)

@@ -135,12 +135,15 @@ class TrainedMethod(Method):
         bs = self.config.batch_size if batch_size is None else batch_size
         return ctx.task.stream(data, bs, ctx.generator(offset))
 
+    def epoch_size(self, ctx: UnlearnContext) -> int:
+        """How many items one epoch passes over (the forget or retain set by default)."""
+        return ctx.task.size(ctx.retain if self.epochs_over == "retain" else ctx.forget)
+
     def budget(self, ctx: UnlearnContext) -> int:
         cfg = self.config
         if cfg.steps is not None:
             return int(cfg.steps)
-        data = ctx.retain if self.epochs_over == "retain" else ctx.forget
-        n = ctx.task.size(data)
+        n = self.epoch_size(ctx)
         if n == 0:
             raise UnlearnError(
                 f"{self.name} counts epochs over the {self.epochs_over} set, which is empty"

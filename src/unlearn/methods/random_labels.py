@@ -24,7 +24,6 @@ import torch
 from ..data.core import ArrayData
 from ..errors import UnlearnError
 from ..requests import ClassRequest
-from ..training import epochs_to_steps
 from .base import register
 from .loop import TrainConfig, TrainedMethod
 
@@ -59,12 +58,9 @@ class RandomLabels(TrainedMethod):
     requires = ("logprob", "alternatives:random_label")
     Config = RandomLabelsConfig
 
-    def budget(self, ctx):
-        cfg = self.config
-        if cfg.retain_pass and cfg.steps is None:
-            n = ctx.task.size(ctx.forget) + ctx.task.size(ctx.retain)
-            return epochs_to_steps(n, cfg.batch_size, cfg.epochs)
-        return super().budget(ctx)
+    def epoch_size(self, ctx):
+        n = ctx.task.size(ctx.forget)
+        return n + ctx.task.size(ctx.retain) if self.config.retain_pass else n
 
     def setup(self, model, ctx):
         cfg = self.config
