@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+import unlearn.methods.amun as amun_module
 from unlearn.data import split_request
 from unlearn.errors import UnlearnError, UnsupportedRequestError
 from unlearn.methods import UnlearnContext, get_method
 from unlearn.requests import ClassRequest, SampleRequest
 from unlearn.tasks import ClassifierTask
 
-from .conftest import TINY_RECIPE
+from .conftest import TINY_RECIPE, weights
 
 # Small batches so the 30 forget samples give a few steps per epoch.
 CFG = {"epochs": 10, "batch_size": 16, "retain_batch": 32, "lr": 3e-3, "optimizer": "adam"}
 
 
-def _ctx(train, model, request=None):
+def _ctx(train, model, request=None, seed=0):
     request = request or SampleRequest(fraction=0.1, seed=0)
     return UnlearnContext(
         task=ClassifierTask(10),
         split=split_request(train, request),
         request=request,
         original=model,
-        seed=0,
+        seed=seed,
         recipe=TINY_RECIPE,
     )
 
@@ -92,3 +95,94 @@ def test_amun_rejects_bad_settings(digits_small, trained_tiny, bad):
         get_method("amun", {**CFG, "pgd_steps": 5, **bad}).run(
             trained_tiny, _ctx(train, trained_tiny)
         )
+
+
+# -- the authors' batching: one shuffled pass over retain + forget + adversarial ----------
+UNION = {**CFG, "epochs": 2, "pgd_steps": 20, "batching": "union"}
+
+
+def test_amun_union_runs_changes_the_model_and_follows_the_seed(digits_small, trained_tiny):
+    train, _ = digits_small
+    before = weights(trained_tiny)
+    runs = [
+        get_method("amun", UNION).run(trained_tiny, _ctx(train, trained_tiny, seed=s))
+        for s in (0, 0, 1)
+    ]
+    (m0, r0), (m0b, _), (m1, _) = runs
+    assert torch.equal(weights(trained_tiny), before)  # the input model is left alone
+    assert not torch.allclose(weights(m0), before)
+    assert torch.equal(weights(m0), weights(m0b))  # same seed, same model
+    assert not torch.allclose(weights(m1), weights(m0))  # another seed, another order
+    ctx = _ctx(train, trained_tiny)
+    assert r0.config["batching"] == "union"
+    n = len(ctx.retain) + 2 * len(ctx.forget)  # 270 + 30 + 30 adversarial
+    assert r0.extra["union_size"] == n == 330
+    assert r0.extra["union_retain"] == len(ctx.retain)
+    assert r0.extra["union_forget"] == r0.extra["union_adversarial"] == len(ctx.forget)
+    assert r0.steps == 2 * math.ceil(n / 16) == 42  # two passes over the union, 16 per step
+    assert _confidence(ctx, m0, ctx.forget) < _confidence(ctx, trained_tiny, ctx.forget)
+
+
+def _rows(x):
+    """The rows of ``x`` as a sorted multiset (unique rows and their counts)."""
+    return torch.unique(x.flatten(1), dim=0, return_counts=True)
+
+
+@pytest.mark.parametrize(
+    ("use_retain", "include_forget", "expect"),
+    [(True, True, 330), (False, True, 60), (False, False, 30), (True, False, 300)],
+)
+def test_amun_union_epoch_is_one_pass_over_the_union(
+    digits_small, trained_tiny, monkeypatch, use_retain, include_forget, expect
+):
+    train, _ = digits_small
+    ctx = _ctx(train, trained_tiny)
+    seen = []
+    real = amun_module._union_batches
+
+    def spy(*args, **kwargs):
+        for item in real(*args, **kwargs):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(amun_module, "_union_batches", spy)
+    cfg = {**UNION, "epochs": 1, "use_retain": use_retain, "include_forget": include_forget}
+    method = get_method("amun", cfg)
+    _, record = method.run(trained_tiny, ctx)
+    assert record.extra["union_size"] == expect
+    assert record.steps == len(seen) == math.ceil(expect / 16)  # ceil: the last batch is short
+    assert [len(y) for _, (_, y) in seen] == [16] * (expect // 16) + [expect % 16] * (
+        expect % 16 > 0
+    )
+    # one pass: every item of the union exactly once ...
+    idx = torch.cat([i for i, _ in seen])
+    assert torch.equal(idx.sort().values, torch.arange(expect))
+    # ... and the items are retain (if used), forget (if included) and adversarial samples
+    adv, _ = get_method("amun", cfg).adversarial_set(trained_tiny, ctx)
+    parts = [adv] + [ctx.forget] * include_forget + [ctx.retain] * use_retain
+    want_x = torch.cat([p.x for p in parts])
+    got_x = torch.cat([x for _, (x, _) in seen])
+    for a, b in zip(_rows(got_x), _rows(want_x), strict=True):
+        assert torch.equal(a, b)
+    got_y = torch.cat([y for _, (_, y) in seen])
+    assert torch.equal(got_y.sort().values, torch.cat([p.y for p in parts]).sort().values)
+    if not use_retain:
+        retain_rows = {tuple(r.tolist()) for r in ctx.retain.x.flatten(1)}
+        assert not any(tuple(r.tolist()) in retain_rows for r in got_x.flatten(1))
+
+
+def test_amun_union_ignores_retain_batch_and_counts_steps_with_epochs(digits_small, trained_tiny):
+    train, _ = digits_small
+    ctx = _ctx(train, trained_tiny)
+    _, record = get_method("amun", UNION, epochs=1.5, retain_batch=0).run(trained_tiny, ctx)
+    assert record.steps == round(1.5 * math.ceil(330 / 16)) == 32
+
+
+def test_amun_paired_is_the_default():
+    assert get_method("amun").config.batching == "paired"
+
+
+@pytest.mark.parametrize("bad", ["mixed", "Union", ""])
+def test_amun_rejects_an_unknown_batching(bad):
+    with pytest.raises(UnlearnError, match=r"batching must be one of 'paired', 'union'"):
+        get_method("amun", batching=bad)

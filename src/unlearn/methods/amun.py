@@ -26,14 +26,42 @@ What follows the authors' code (``adversarial_unlearn.py``, ``pgdl2_modified.py`
 - the optimiser: SGD, lr 0.01, momentum 0.9, weight decay 5e-4, 10 epochs,
   batches of 128.
 
-Where this differs: the authors shuffle D_R, D_F and D_A into one data set
-and make each epoch a pass over all of it, with CIFAR-style augmentation on
-D_R and D_F; here, as for the other methods of this package, an epoch is a
-pass over D_A + D_F and every step adds ``retain_batch`` retain samples
-(no augmentation). They search adversarial examples for the whole training
-set once, offline; here the search runs on the forget set at unlearning time
-(and counts in the method's time). Inputs are clipped to ``clamp`` only if
-given (the authors clip images to [0, 1]).
+Where this differs: the batching, set by ``batching``.
+
+- ``"paired"`` (the default, as for the other methods of this package): each
+  step draws ``batch_size`` samples of D_A (+ D_F) and adds ``retain_batch``
+  retain samples, a fixed 50/50 mix at the defaults (128 + 128); ``epochs``
+  counts passes over D_A (+ D_F), and the retain samples come from a
+  shuffled stream of their own, as many per epoch as those steps take.
+- ``"union"`` (the authors'): D_R (``use_retain``), D_F with its true labels
+  (``include_forget``) and D_A with its adversarial labels (one example per
+  forget sample whose label PGD could change) form one data set,
+  shuffled afresh every pass by a seeded stream; each step takes the next
+  ``batch_size`` samples of that pass without replacement (the last batch of
+  a pass is the remainder), an epoch is one pass over the union, so
+  ceil(|union| / batch_size) steps, and ``epochs`` counts those passes; the
+  loss is the mean cross-entropy over the batch; ``retain_batch`` is unused.
+  The mix is then the sets' sizes: forgetting a fraction f of the training
+  set, D_F and D_A make 2f / ((1 - f) + 2f) = 2f / (1 + f) of the union,
+  2 * 0.1 / (0.9 + 2 * 0.1) = 0.2 / 1.1, about 18 %, at 10 % forgetting, and
+  an epoch takes (1 + f) / (2f) = 5.5 times the steps of a paired epoch.
+
+In their code (``adversarial_unlearn.py``) ``amun`` with the retain set
+trains on the whole training set D = D_R + D_F (kept, not filtered, for
+``amun``) concatenated with D_A; without it on D_F + D_A; their ``advonly``
+on D_R + D_A or D_A alone. The retain set is not subsampled (their
+``--use_remain_sample`` is off by default and does not apply to ``amun``).
+A ``torch.utils.data.DataLoader`` with ``shuffle=True`` and the default
+``drop_last=False`` is rebuilt every epoch, ``--epochs`` (10) epochs of
+``--batch_size`` (128; 256 on Tiny ImageNet) with ``nn.CrossEntropyLoss``.
+They augment D_R and D_F (random crop and flip), not D_A; here nothing is
+augmented. Their learning rate follows a ``StepLR`` (gamma 0.1, stepped
+every epoch) whose step, ``--LRsteps``, their sweep script
+``hyperparam_tune.py`` sets to 1 by default, so the rate falls tenfold each
+epoch; here the ``schedule`` is constant unless set. They search adversarial
+examples for the whole training set once, offline; here the search runs on
+the forget set at unlearning time (and counts in the method's time). Inputs
+are clipped to ``clamp`` only if given (the authors clip images to [0, 1]).
 """
 
 from __future__ import annotations
@@ -46,16 +74,26 @@ import torch
 from ..attacks.pgd import nearest_adversarial
 from ..data.core import ArrayData
 from ..errors import UnlearnError
+from ..training import index_stream
 from .base import register
 from .loop import TrainConfig, TrainedMethod
+
+#: how the training batches are formed (see the module docstring)
+BATCHINGS = ("paired", "union")
 
 
 @dataclass(frozen=True)
 class AmunConfig(TrainConfig):
     """Defaults of the authors' code: SGD (lr 0.01, momentum 0.9, wd 5e-4), 10 epochs, batch 128.
 
+    ``batching`` is ``"paired"`` (default) or ``"union"`` (the authors'). Paired,
     ``epochs`` counts passes over the adversarial examples plus (with
-    ``include_forget``) the forget samples. ``norm`` and ``eps0`` set the
+    ``include_forget``) the forget samples, and each step adds ``retain_batch``
+    retain samples (with ``use_retain``) to ``batch_size`` of those. Union,
+    ``epochs`` counts passes over the union of the retain set (with
+    ``use_retain``), the forget set (with ``include_forget``) and the
+    adversarial examples, ``batch_size`` samples of it per step, and
+    ``retain_batch`` is unused. ``norm`` and ``eps0`` set the
     search (PGD-L2 from 0.04 in the paper), ``pgd_steps`` its steps per
     budget and ``max_doublings`` how often a budget may double before the
     method gives up with an error.
@@ -63,10 +101,10 @@ class AmunConfig(TrainConfig):
 
     epochs: float = 10.0
     lr: float = 0.01
-    batch_size: int = 128  # adversarial (+ forget) samples per step
+    batch_size: int = 128  # adversarial (+ forget) samples per step; union: samples per step
     weight_decay: float = 5e-4
     use_retain: bool = True
-    retain_batch: int = 128  # retain samples per step when use_retain
+    retain_batch: int = 128  # retain samples per step when use_retain (paired only)
     eps0: float = 0.04
     pgd_steps: int = 50
     norm: str = "l2"
@@ -74,6 +112,13 @@ class AmunConfig(TrainConfig):
     max_doublings: int = 16
     clamp: tuple[float, float] | None = None  # input range, e.g. (0, 1) for images
     search_batch: int = 256  # samples attacked at once during the search
+    batching: str = "paired"  # or "union": one shuffled pass over retain + forget + adversarial
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batching not in BATCHINGS:
+            allowed = ", ".join(repr(b) for b in BATCHINGS)
+            raise UnlearnError(f"amun batching must be one of {allowed}, got {self.batching!r}")
 
 
 @register
@@ -93,8 +138,8 @@ class Amun(TrainedMethod):
         if cfg.epochs <= 0 or cfg.lr <= 0 or cfg.batch_size < 1:
             raise UnlearnError("amun needs epochs > 0, lr > 0 and batch_size >= 1")
         if cfg.use_retain:
-            if cfg.retain_batch < 1:
-                raise UnlearnError("amun with use_retain needs retain_batch >= 1")
+            if cfg.batching == "paired" and cfg.retain_batch < 1:
+                raise UnlearnError("amun with use_retain (paired batching) needs retain_batch >= 1")
             if len(ctx.retain) == 0:
                 raise UnlearnError("amun with use_retain needs a non-empty retain set")
         if cfg.clamp is not None and (len(cfg.clamp) != 2 or cfg.clamp[0] >= cfg.clamp[1]):
@@ -148,6 +193,9 @@ class Amun(TrainedMethod):
         cfg = self.config
         adv, stats = self.adversarial_set(model, ctx)
         self._extra.update(stats)
+        if cfg.batching == "union":
+            self._setup_union(ctx, adv)
+            return
         if cfg.include_forget:
             forget = ctx.forget
             side = ArrayData(
@@ -158,12 +206,31 @@ class Amun(TrainedMethod):
             )
         else:
             side = adv
-        self._side = side
+        self._epoch_items = len(side)  # an epoch is a pass over the adversarial (+ forget) samples
         self._fb = self.stream(ctx, side, 1)
         self._rb = self.stream(ctx, ctx.retain, 2, cfg.retain_batch) if cfg.use_retain else None
 
+    def _setup_union(self, ctx, adv: ArrayData) -> None:
+        """One shuffled stream over retain (+) forget (+) adversarial samples, the authors'
+        batching; the parts are indexed in place, not copied into one set."""
+        cfg = self.config
+        task = ctx.task
+        parts = {
+            "retain": ctx.retain if cfg.use_retain else None,
+            "forget": ctx.forget if cfg.include_forget else None,
+            "adversarial": adv,
+        }
+        sizes = {k: (task.size(v) if v is not None else 0) for k, v in parts.items()}
+        self._extra.update({f"union_{k}": n for k, n in sizes.items()})
+        used = [v for k, v in parts.items() if sizes[k] > 0]
+        counts = torch.tensor([task.size(v) for v in used])
+        self._epoch_items = int(counts.sum())
+        self._extra["union_size"] = self._epoch_items
+        self._fb = _union_batches(task, used, counts, cfg.batch_size, ctx.generator(1))
+        self._rb = None
+
     def epoch_size(self, ctx):
-        return len(self._side)  # an epoch is a pass over the adversarial (+ forget) samples
+        return self._epoch_items
 
     def objective(self, model, ctx, t):
         _, (xb, yb) = next(self._fb)
@@ -171,3 +238,22 @@ class Amun(TrainedMethod):
             _, (xr, yr) = next(self._rb)
             xb, yb = torch.cat([xb, xr]), torch.cat([yb, yr])
         return ctx.task.loss(model, xb, yb)
+
+
+def _union_batches(task, parts, counts: torch.Tensor, batch_size: int, gen: torch.Generator):
+    """Endless ``(indices, (x, y))`` batches over the concatenation of ``parts``
+    (``counts`` items each): a seeded permutation of the whole union every pass,
+    ``batch_size`` at a time, the last batch of a pass the remainder. Within a batch
+    the samples are grouped by part (the loss is a mean over the batch)."""
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    for idx in index_stream(int(ends[-1]), batch_size, gen):
+        which = torch.bucketize(idx, ends, right=True)  # the part each index falls in
+        xs, ys = [], []
+        for k, part in enumerate(parts):
+            local = idx[which == k] - starts[k]
+            if len(local):
+                x, y = task.take(part, local)
+                xs.append(x)
+                ys.append(y)
+        yield idx, (torch.cat(xs), torch.cat(ys))
