@@ -39,7 +39,7 @@ def require(module: str, extra: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        hint = f" (pip install 'unlearn[{extra}]')" if extra else ""
+        hint = f" (pip install 'unlearn-toolkit[{extra}]')" if extra else ""
         raise MissingDependencyError(
             f"optional dependency '{module}' is not installed{hint}"
         ) from exc

@@ -51,7 +51,7 @@ def _need(module: str, package: str | None = None):
     except ImportError:
         raise MissingDependencyError(
             f"this needs the optional dependency {package or module!r}: "
-            f"pip install 'unlearn[llm]' (or pip install {package or module})"
+            f"pip install 'unlearn-toolkit[llm]' (or pip install {package or module})"
         ) from None
 
 
