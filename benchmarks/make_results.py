@@ -62,7 +62,12 @@ def checks(name: str, res: dict) -> list[str]:
     total = res.get("total_seconds")
     if isinstance(total, int | float):
         took = f"{total:.0f} s" if total < 600 else f"{total / 60:.1f} min"
-        lines.append(f"- whole run: {took} on this machine ({res['versions']['platform']})")
+        from unlearn.bench.report import execution_text
+
+        lines.append(
+            f"- whole run: {took} on this machine ({res['versions']['platform']}); "
+            + execution_text(res)
+        )
     return lines
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,9 @@ from unlearn.models import build_model
 from unlearn.tasks import ClassifierTask, TrainRecipe
 
 torch.set_num_threads(1)
+# The suite runs benchmarks in this process unless a test asks for workers
+# (tests/test_executor.py): monkeypatches then reach the code under test.
+os.environ.setdefault("UNLEARN_WORKERS", "1")
 
 TINY_RECIPE = TrainRecipe(
     epochs=15, batch_size=32, lr=0.01, optimizer="adam", weight_decay=0.0, schedule="constant"

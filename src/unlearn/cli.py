@@ -139,10 +139,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     run_raw = raw if seeds is None else {**raw, "seeds": seeds}
     kind = raw.get("kind", "classifier")
     check_plain(raw, "", str(path))  # every kind: plain JSON values, no NaN, no YAML dates
-    from .bench.core import family_for
+    from .bench.core import family_for, parse
 
     fam = family_for(raw, str(path))  # the one runner: a plugin per kind (family)
-    sc = fam.parse(run_raw, str(path), path.parent)
+    execution = _execution(args)
+    sc = parse(fam, run_raw, str(path), path.parent)
     if kind == "classifier":
         sc.sc.raw = raw  # the file as written (seeds given on the command line are in "seeds")
         sc.raw = raw
@@ -150,7 +151,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     fam.check(sc)
     if args.check:
         return _checked(path, out)
-    results = _run(fam, sc, args.quiet)
+    results = _run(fam, sc, args.quiet, execution)
     from .bench import write_outputs
 
     write_outputs(results, out)
@@ -163,7 +164,52 @@ def _checked(path: Path, out: Path) -> int:
     return 0
 
 
-def _run(fam, sc, quiet: bool) -> dict:
+def _execution(args: argparse.Namespace):
+    """The executor settings of ``--engine``, ``--workers`` and ``--threads``."""
+    from .executor import Execution
+
+    return Execution(args.engine, args.workers, args.threads)
+
+
+def _add_execution_args(p: argparse.ArgumentParser) -> None:
+    from .executor import ENGINES
+
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where independent trainings (seeds, reference models, trials) run: the local "
+        "process pool or Ray (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=None,
+        help="worker processes (default: one per core, at most one per job)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int("--threads"),
+        default=1,
+        help="BLAS / OpenMP threads per training process (default: %(default)s, the fastest "
+        "for small models; the numbers depend on it)",
+    )
+
+
+def _positive_int(flag: str):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+        return value
+
+    return convert
+
+
+def _run(fam, sc, quiet: bool, execution=None) -> dict:
     from tqdm import tqdm
 
     from .bench.core import run_parsed
@@ -177,7 +223,7 @@ def _run(fam, sc, quiet: bool) -> dict:
             else:
                 bar.write(msg, file=sys.stderr)
 
-        return run_parsed(fam, sc, progress=progress)
+        return run_parsed(fam, sc, progress=progress, execution=execution)
 
 
 def _echo(msg: str) -> None:
@@ -249,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the built-in LLM scenario (SmolLM2, real facts) instead of the default",
     )
+    _add_execution_args(b)
     t = sub.add_parser("train", help="train a scenario's original model and save a checkpoint")
     t.add_argument("scenario", nargs="?", default=None)
     t.add_argument("--seed", type=int, default=0)

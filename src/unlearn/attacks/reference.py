@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +54,7 @@ class ReferenceSet:
 
 
 def _train_one(args) -> dict[str, torch.Tensor]:
-    x, y, classes, spec, recipe, seed, threads = args
-    torch.set_num_threads(threads)
+    x, y, classes, spec, recipe, seed = args[:6]
     data = ArrayData(x, y, classes, "reference")
     model = build_model(spec, seed=seed)
     ClassifierTask(len(classes)).fit(model, data, TrainRecipe(**recipe), seed)
@@ -70,31 +68,20 @@ def train_many(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """Train one model per ``(data, seed)`` job, ``workers`` processes at a time (1 thread each).
+    """Train one model per ``(data, seed)`` job through the current executor
+    (:mod:`unlearn.executor`: its engine and threads; ``workers`` overrides its process
+    count). Results are in job order and do not depend on the engine or the workers."""
+    from dataclasses import replace
 
-    Results are returned in job order and do not depend on the number of workers.
-    """
-    workers = workers or default_workers()
-    args = [(d.x, d.y, d.classes, spec, recipe.to_dict(), int(s), 1) for d, s in jobs]
-    if workers <= 1 or len(args) <= 1:
-        out = []
-        for a in args:
-            out.append(_train_one(a[:-1] + (torch.get_num_threads(),)))
-            if progress:
-                progress(1)
-        return out
-    import multiprocessing as mp
+    from ..executor import Executor, current
 
-    results: list = [None] * len(args)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futures = {ex.submit(_train_one, a): i for i, a in enumerate(args)}
-        from concurrent.futures import as_completed
-
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress(1)
-    return results
+    execution = current()
+    if workers is not None:
+        execution = replace(execution, workers=workers)
+    args = [(d.x, d.y, d.classes, spec, recipe.to_dict(), int(s)) for d, s in jobs]
+    return Executor(execution).map(
+        _train_one, args, on_done=(lambda i, r: progress(1)) if progress else None
+    )
 
 
 def _cache_key(pool: ArrayData, spec: dict, recipe: TrainRecipe, k: int, seed: int) -> str:

@@ -18,6 +18,7 @@ compute for a row is ``None``: the report shows it as missing.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import sys
 import time
@@ -30,10 +31,21 @@ import numpy as np
 import torch
 
 from ..errors import ScenarioError
+from ..executor import Execution, Executor, using
 from ..methods.base import Method, RunRecord, UnlearnContext
 from ..metrics.registry import check_rows
 
-__all__ = ["Family", "World", "register_family", "family_for", "run", "summarise", "versions"]
+__all__ = [
+    "Family",
+    "World",
+    "register_family",
+    "family_for",
+    "parse",
+    "run",
+    "run_parsed",
+    "summarise",
+    "versions",
+]
 
 REFERENCE_ROWS = ("original", "retrain", "oracle_noise")
 
@@ -98,6 +110,8 @@ class Family:
     task_family: ClassVar[str] = ""
     #: keep every model of a world until its attacks ran (False: free each once scored)
     keep_models: ClassVar[bool] = True
+    #: seeds are independent and may run in parallel worker processes (the executor's)
+    parallel_seeds: ClassVar[bool] = False
 
     # -- the scenario --------------------------------------------------------------
     def parse(self, raw: dict, source: str, base_dir: Path | None) -> Any:
@@ -217,28 +231,45 @@ def family_for(raw: Any, source: str = "scenario") -> Family:
     return _FAMILIES[kind]()
 
 
+def parse(fam: Family, raw: dict, source: str, base_dir: Path | None) -> Any:
+    """``fam.parse``, remembering what a worker process needs to parse it again."""
+    sc = fam.parse(raw, source, base_dir)
+    sc.job = (raw, source, None if base_dir is None else str(base_dir))
+    return sc
+
+
 def run(
     raw: dict,
     source: str = "<mapping>",
     base_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     seeds: list[int] | None = None,
+    execution: Execution | None = None,
 ) -> dict:
     """Run a scenario mapping of any family; return the ``results.json`` document."""
     fam = family_for(raw, source)
     if seeds is not None:
         raw = {**raw, "seeds": list(seeds)}
-    sc = fam.parse(raw, source, base_dir)
-    return run_parsed(fam, sc, progress)
+    sc = parse(fam, raw, source, base_dir)
+    return run_parsed(fam, sc, progress, execution)
 
 
-def run_parsed(fam: Family, sc: Any, progress: Callable[[str], None] | None = None) -> dict:
+def run_parsed(
+    fam: Family,
+    sc: Any,
+    progress: Callable[[str], None] | None = None,
+    execution: Execution | None = None,
+) -> dict:
+    """Run a parsed scenario. Seeds run in parallel worker processes (``execution``: its
+    engine, workers and threads; default: the local pool, one process per core and one
+    BLAS thread each) where the family allows it; the numbers do not depend on the engine
+    or the worker count, only on the thread count."""
     from .targets import parse_targets
 
+    execution = execution or Execution()
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
     parse_targets(sc.raw.get("targets"), f"scenario {sc.name}")  # a bad block fails before work
-    fam.setup(sc, say)
     total, done = fam.ticks(sc), 0
 
     def tick(msg: str) -> None:
@@ -247,20 +278,56 @@ def run_parsed(fam: Family, sc: Any, progress: Callable[[str], None] | None = No
         say(f"[{done}/{total}] {msg}")
 
     rows: list[dict] = []
-    with fam.running(sc):
-        for seed in sc.seeds:
-            for world in fam.worlds(sc, seed):
-                rows += _run_world(fam, sc, world, tick)
+    parallel = (
+        fam.parallel_seeds
+        and len(sc.seeds) > 1
+        and getattr(sc, "job", None) is not None
+        and (execution.engine == "ray" or execution.workers_for(len(sc.seeds)) > 1)
+    )
+    workers = execution.workers_for(len(sc.seeds)) if parallel else 1
+    with using(execution), fam.running(sc):
+        fam.setup(sc, say)
+        if parallel:
+            per_seed = total // len(sc.seeds)
+            raw, source, base_dir = sc.job
+            jobs = [(raw, source, base_dir, seed, os.getcwd()) for seed in sc.seeds]
+            say(f"{len(jobs)} seeds on {workers} {execution.engine} workers")
+
+            def seed_done(i: int, _rows: list) -> None:
+                for k in range(per_seed):
+                    tick(f"seed {sc.seeds[i]} done" if k == per_seed - 1 else f"seed {sc.seeds[i]}")
+
+            for seed_rows in Executor(execution).map(_seed_job, jobs, on_done=seed_done):
+                rows += seed_rows
+        else:
+            for seed in sc.seeds:
+                for world in fam.worlds(sc, seed):
+                    rows += _run_world(fam, sc, world, tick)
     rows = fam.order_rows(sc, rows)
     doc = fam.document(sc)
     doc.setdefault("versions", versions())
     return {
         **doc,
         "seeds": sc.seeds,
+        "execution": {**execution.to_dict(), "workers": workers},
         "total_seconds": time.perf_counter() - t_start,
         "rows": rows,
         "summary": summarise(rows),
     }
+
+
+def _seed_job(job: tuple) -> list[dict]:
+    """One seed of a scenario in a worker process: parse, set up and run its worlds."""
+    raw, source, base_dir, seed, cwd = job
+    os.chdir(cwd)  # relative paths (data, checkpoints, caches) as in the parent
+    fam = family_for(raw, source)
+    sc = fam.parse({**raw, "seeds": [seed]}, source, None if base_dir is None else Path(base_dir))
+    rows: list[dict] = []
+    with fam.running(sc):
+        fam.setup(sc, lambda msg: None)
+        for world in fam.worlds(sc, seed):
+            rows += _run_world(fam, sc, world, lambda msg: None)
+    return rows
 
 
 def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) -> list[dict]:

@@ -275,6 +275,18 @@ def _seconds(results: dict) -> str:
     return MISSING if total is None else f"{total:.0f} s"
 
 
+def execution_text(results: dict) -> str:
+    """How the run was spread: engine, worker processes, BLAS threads per process."""
+    ex = results.get("execution")
+    if not ex:
+        return f"{MISSING} (not recorded)"
+    workers = ex.get("workers")
+    return (
+        f"engine `{ex.get('engine')}`, {workers} worker process{'es' if workers != 1 else ''}, "
+        f"{ex.get('threads')} BLAS thread{'s' if ex.get('threads') != 1 else ''} per process"
+    )
+
+
 def _probe_section(results: dict) -> str:
     """Which forget questions the early stops read (never the ones that are scored)."""
     info = results.get("info") or {}
@@ -323,7 +335,7 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 
 {hp}
 
-Total wall time of the run: {_seconds(results)}.
+Total wall time of the run: {_seconds(results)}; {execution_text(results)}.
 Versions: `{json.dumps(results["versions"], sort_keys=True)}`.
 """
 
@@ -360,7 +372,8 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 <h1>{html.escape(results["scenario_name"])}</h1>
 <p>{html.escape(results["scenario"].get("description", ""))}</p>
 <p>Request: {html.escape(results["request"])}. Seeds: {results["seeds"]}
-(mean &plusmn; sample standard deviation; {MISSING}: not measured).</p>
+(mean &plusmn; sample standard deviation; {MISSING}: not measured).
+Run: {html.escape(execution_text(results))}.</p>
 <table><tr><th>Method</th>{head}</tr>
 {body}</table>
 {judged}{imgs}

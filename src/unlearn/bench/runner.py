@@ -22,6 +22,7 @@ __all__ = ["run_scenario", "summarise", "ClassifierFamily"]
 class ClassifierFamily(Family):
     kind = "classifier"
     task_family = "classifier"
+    parallel_seeds = True
 
     def parse(self, raw, source, base_dir):
         return _Parsed(parse_scenario(raw, source, base_dir))
