@@ -72,7 +72,7 @@ def checks(name: str, res: dict) -> list[str]:
 
 
 def section(name: str, res: dict) -> str:
-    from unlearn.bench.report import markdown_table
+    from unlearn.bench.report import markdown_table, parts_section
 
     desc = " ".join(res["scenario"].get("description", "").split())
     hp = "\n".join(
@@ -87,7 +87,7 @@ Scenario: [`benchmarks/{name}.yaml`](../benchmarks/{name}.yaml). Request: {res["
 (seed-dependent draws use each run's seed). Seeds {res["seeds"]}; mean ± sample
 standard deviation over seeds.
 
-{markdown_table(res)}
+{parts_section(res)}{markdown_table(res)}
 
 Targets:
 

@@ -219,6 +219,9 @@ def _run(fam, sc, quiet: bool, execution=None) -> dict:
         def progress(msg: str) -> None:
             bar.set_postfix_str(msg.split("] ", 1)[-1][:60])
             if msg.startswith("["):
+                total = msg[1:].split("]", 1)[0].split("/")[-1]
+                if total.isdigit() and int(total) != bar.total:
+                    bar.total = int(total)
                 bar.update(1)
             else:
                 bar.write(msg, file=sys.stderr)

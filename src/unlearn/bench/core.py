@@ -97,6 +97,10 @@ class World:
     original_cost: dict
     tag: str = ""
     state: dict = field(default_factory=dict)  # whatever the family keeps for scoring
+    #: keys every row of the world carries beside its metrics (e.g. ``forget_class``)
+    fields: dict = field(default_factory=dict)
+    #: values every row's metrics carry (e.g. ``n_train``, ``n_forget``)
+    metrics: dict = field(default_factory=dict)
 
     def label(self, name: str) -> str:
         return f"{name}{self.tag}"
@@ -270,7 +274,7 @@ def run_parsed(
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
     parse_targets(sc.raw.get("targets"), f"scenario {sc.name}")  # a bad block fails before work
-    total, done = fam.ticks(sc), 0
+    total, done = fam.ticks(sc), 0  # counted again once the data is loaded
 
     def tick(msg: str) -> None:
         nonlocal done
@@ -287,6 +291,7 @@ def run_parsed(
     workers = execution.workers_for(len(sc.seeds)) if parallel else 1
     with using(execution), fam.running(sc):
         fam.setup(sc, say)
+        total = fam.ticks(sc)
         if parallel:
             per_seed = total // len(sc.seeds)
             raw, source, base_dir = sc.job
@@ -342,10 +347,11 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
     def add(name: str, model: Any, cost: dict, record: dict | None = None) -> dict:
         metrics = fam.score(sc, world, model, name)
         metrics.update(cost)
+        metrics.update(world.metrics)
         o_sec = world.state.get("oracle_seconds")
         if o_sec and cost.get("seconds") is not None:
             metrics["time_vs_oracle"] = cost["seconds"] / o_sec
-        row = {"method": world.label(name), "seed": seed, "metrics": metrics}
+        row = {"method": world.label(name), "seed": seed, **world.fields, "metrics": metrics}
         if record is not None:
             row["record"] = record
         check_rows([row], fam.task_family)  # as it is built: a bad key fails early
@@ -358,6 +364,7 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         world.state["oracle_seconds"] = o_cost["seconds"]
         m_or = fam.score(sc, world, oracle, "retrain")
         m_or.update(o_cost)
+        m_or.update(world.metrics)
         m_or["time_vs_oracle"] = 1.0
         fam.set_oracle(sc, world, oracle, m_or)
         if fam.keep_models:
@@ -373,7 +380,7 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         del noise
         tick(f"{at}: oracle noise floor{text} (original{fam.tick_text('original', m0)})")
         # the documented order: original, retrain, oracle_noise, methods
-        o_row = {"method": world.label("retrain"), "seed": seed, "metrics": m_or}
+        o_row = {"method": world.label("retrain"), "seed": seed, **world.fields, "metrics": m_or}
         if "oracle_record" in world.state:
             o_row["record"] = world.state.pop("oracle_record")
         check_rows([o_row], fam.task_family)

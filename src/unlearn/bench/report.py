@@ -215,7 +215,9 @@ def _plots(results: dict, folder: Path) -> list[str]:
 
     if results.get("kind") == "llm":
         return _llm_plots(results, folder)
-    names = []
+    from .parts import growth_plot, has_growth
+
+    names = growth_plot(results, folder) if has_growth(results) else []
     summ = results["summary"]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     _scatter(ax, summ, "forget_acc", "test_acc")
@@ -305,6 +307,18 @@ def _probe_section(results: dict) -> str:
     )
 
 
+def parts_section(results: dict) -> str:
+    """The by-class table (``forget: {each:}``) or the cost-growth slopes (``grow:``), with
+    a heading for the full table that follows."""
+    from .parts import class_table, growth_table, has_classes, has_growth
+
+    if has_classes(results):
+        return f"### By class\n\n{class_table(results)}\n\n### Every class and seed\n\n"
+    if has_growth(results):
+        return f"### Cost growth\n\n{growth_table(results)}\n\n### Every size\n\n"
+    return ""
+
+
 def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
     hp = "\n".join(
         f"- `{label}` ({v['method']}): `{json.dumps(v['config'], sort_keys=True)}`"
@@ -318,6 +332,7 @@ def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
         else ""
     )
     probes = _probe_section(results)
+    parts = parts_section(results)
     return f"""# {results["scenario_name"]}
 
 {results["scenario"].get("description", "").strip()}
@@ -328,7 +343,7 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 
 {results.get("about", ABOUT)}
 
-{markdown_table(results)}
+{parts}{markdown_table(results)}
 
 {figures}
 {judged}{probes}## Hyperparameters

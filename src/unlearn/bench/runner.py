@@ -13,7 +13,7 @@ from ..requests import ClassRequest
 from ..tasks.classifier import ClassifierTask
 from .core import Family, World, register_family, run_parsed, summarise
 from .evaluate import Evaluator
-from .scenario import Scenario, model_spec, parse_scenario
+from .scenario import Scenario, model_spec, parse_scenario, resolve_variants, subset_train
 
 __all__ = ["run_scenario", "summarise", "ClassifierFamily"]
 
@@ -43,12 +43,15 @@ class ClassifierFamily(Family):
         self.spec = model_spec(s, self.train)
         build_model(self.spec)  # fail early on a bad model spec
         self.task = ClassifierTask(self.train.num_classes, s.device)
+        self.variants = resolve_variants(s, self.train)
         # Validate every request and method against the data before any training.
-        for seed in s.seeds:
-            request = s.request(seed)
-            split_request(self.train, request)
-            for _, m in sc.methods:
-                m.check(request, self.task)
+        for variant in self.variants:
+            part = subset_train(self.train, variant.n_train)
+            for seed in s.seeds:
+                request = s.request(seed, variant)
+                split_request(part, request)
+                for _, m in sc.methods:
+                    m.check(request, self.task)
         if s.checkpoint:
             load_model(build_model(self.spec), s.checkpoint, self.spec)
         self.suite = None
@@ -71,40 +74,77 @@ class ClassifierFamily(Family):
             )
             self.suite.prepare(seed=0)
 
+    def ticks(self, sc):
+        parts = getattr(self, "variants", None) or sc.sc.all_variants()
+        return len(sc.seeds) * len(parts) * (3 + len(sc.methods))
+
     def worlds(self, sc, seed):
+        """One world per part of the seed (one part unless ``each`` or ``grow``); parts on
+        the same training set share the seed's original model."""
         s, task = sc.sc, self.task
-        request = s.request(seed)
-        split = split_request(self.train, request)
+        originals: dict = {}
+        for variant in self.variants:
+            train = subset_train(self.train, variant.n_train)
+            request = s.request(seed, variant)
+            split = split_request(train, request)
+            if variant.n_train not in originals:
+                originals.clear()  # one original kept at a time
+                originals[variant.n_train] = self._original(s, train, seed)
+            original, cost = originals[variant.n_train]
 
-        def factory(k: int):
-            return build_model(self.spec, seed=k)
+            def factory(k: int):
+                return build_model(self.spec, seed=k)
 
-        original = factory(seed).to(task.device)
+            ctx = UnlearnContext(
+                task=task,
+                split=split,
+                request=request,
+                original=original,
+                seed=seed,
+                recipe=s.train,
+                model_factory=factory,
+            )
+            ev = Evaluator(task, split, self.test, request, seed=seed)
+            yield World(
+                seed=seed,
+                ctx=ctx,
+                original_cost=dict(cost),
+                tag=variant.tag,
+                state={"ev": ev},
+                fields=dict(variant.fields),
+                metrics=dict(variant.metrics),
+            )
+
+    def _describe_request(self, s) -> str:
+        first = s.request(s.seeds[0], self.variants[0]).describe()
+        if len(self.variants) == 1:
+            return first
+        if "forget_class" in self.variants[0].fields:
+            classes = [v.fields["forget_class"] for v in self.variants]
+            return f"each class in turn ({len(classes)} runs per seed: classes {classes})"
+        sizes = ", ".join(
+            f"{v.metrics['n_forget']} of {v.metrics['n_train']}" for v in self.variants
+        )
+        return f"random samples at {len(self.variants)} sizes (forget of train: {sizes})"
+
+    def _original(self, s, train, seed):
+        task = self.task
+        original = build_model(self.spec, seed=seed).to(task.device)
         with PeakMemory(task.device) as mem:
             t0 = time.perf_counter()
             if s.checkpoint:
                 load_model(original, s.checkpoint, self.spec)
                 steps = 0
             else:
-                steps = task.fit(original, self.train, s.train, seed)
+                steps = task.fit(original, train, s.train, seed)
             seconds = time.perf_counter() - t0
-        ctx = UnlearnContext(
-            task=task,
-            split=split,
-            request=request,
-            original=original,
-            seed=seed,
-            recipe=s.train,
-            model_factory=factory,
-        )
         cost = {
             "seconds": seconds,
             "peak_mem_mb": mem.peak_mb,
             "baseline_mem_mb": mem.baseline_mb,
             "steps": float(steps),
         }
-        ev = Evaluator(task, split, self.test, request, seed=seed)
-        yield World(seed=seed, ctx=ctx, original_cost=cost, state={"ev": ev})
+        return original, cost
 
     def score(self, sc, world, model, row):
         ev = world.state["ev"]
@@ -130,7 +170,8 @@ class ClassifierFamily(Family):
         return {
             "scenario": s.raw,
             "scenario_name": s.name,
-            "request": s.request(s.seeds[0]).describe(),
+            "request": self._describe_request(s),
+            "parts": [{"tag": v.tag, **v.fields, **v.metrics} for v in self.variants if v.tag],
             "model_spec": self.spec,
             "train_recipe": s.train.to_dict(),
             "methods": {

@@ -68,6 +68,8 @@ _KEYS = {
     "attacks",
     "kind",
     "targets",
+    "grow",
+    "tune",
 }
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "mnist1d-random10.yaml"
@@ -102,8 +104,29 @@ class Scenario:
     attacks: AttackConfig = field(default_factory=AttackConfig)
     source: str = "<mapping>"
 
-    def request(self, seed: int) -> ForgetRequest:
-        return request_from_dict(self.forget, default_seed=seed)
+    variants: list[Variant] = field(default_factory=list)
+
+    def request(self, seed: int, variant: Variant | None = None) -> ForgetRequest:
+        forget = self.forget if variant is None else variant.forget
+        return request_from_dict(forget, default_seed=seed)
+
+    def all_variants(self) -> list[Variant]:
+        """The parts every seed runs in (one world each): one, unless ``forget: {each:}``
+        or ``grow:`` asks for several."""
+        return self.variants or [Variant("", dict(self.forget))]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One part of each seed: its rows' label suffix (``@class3``), its forget request,
+    the training-set size it runs on (None: the whole set), the fields its rows carry and
+    the values its rows' metrics carry."""
+
+    tag: str
+    forget: dict
+    n_train: int | None = None
+    fields: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
 
 
 def _fail(source: str, msg: str) -> ScenarioError:
@@ -210,6 +233,99 @@ def _parse_forget(raw: dict, source: str) -> ForgetRequest:
         return request_from_dict(forget)
     except UnlearnError as exc:
         raise _fail(source, f"'forget': {exc}") from None
+
+
+def _parse_variants(raw: dict, source: str) -> tuple[dict, list[Variant]]:
+    """``forget: {kind: class, each: all | [c, ...]}`` (one world per class, rows
+    ``LABEL@classC`` carrying ``forget_class``) or ``grow: [{n_train, n_forget}, ...]``
+    (one world per size: a random ``n_forget`` of the first ``n_train`` training samples
+    of a fixed seeded order; rows ``LABEL@nNfF`` whose metrics carry ``n_train`` and
+    ``n_forget``). Returns the forget request of the first part and the parts."""
+    forget = dict(raw["forget"])
+    if "each" in forget and "grow" in raw:
+        raise _fail(source, "'forget' each and 'grow' cannot be combined")
+    if "each" in forget:
+        each = forget.pop("each")
+        if forget.get("kind") != "class":
+            raise _fail(source, "'forget' each is for class requests ({kind: class, each: all})")
+        if "classes" in forget or "class" in forget:
+            raise _fail(source, "'forget' each replaces 'classes': give one of them")
+        if each == "all":
+            return {**forget, "classes": [0]}, [Variant("@class*", {**forget, "classes": []})]
+        if (
+            not isinstance(each, list)
+            or not each
+            or not all(_is_int(c) and c >= 0 for c in each)
+            or len(set(each)) != len(each)
+        ):
+            raise _fail(
+                source, f"'forget' each must be 'all' or a list of distinct classes, got {each!r}"
+            )
+        return {**forget, "classes": [each[0]]}, [
+            Variant(f"@class{c}", {**forget, "classes": [c]}, fields={"forget_class": c})
+            for c in each
+        ]
+    if "grow" not in raw:
+        return forget, []
+    grow = raw["grow"]
+    if forget.get("kind") != "random" or "fraction" in forget or "indices" in forget:
+        raise _fail(
+            source, "'grow' needs 'forget: {kind: random}' (each size sets its own fraction)"
+        )
+    if not isinstance(grow, list) or not grow:
+        raise _fail(source, "'grow' must be a list of {n_train: N, n_forget: F} sizes")
+    out, seen = [], set()
+    for i, g in enumerate(grow):
+        if not isinstance(g, dict) or set(g) != {"n_train", "n_forget"}:
+            raise _fail(source, f"'grow' entry {i} must be {{n_train: N, n_forget: F}}, got {g!r}")
+        n, f = g["n_train"], g["n_forget"]
+        if not (_is_int(n) and _is_int(f) and 2 <= n and 1 <= f < n):
+            raise _fail(
+                source, f"'grow' entry {i}: need integers 1 <= n_forget < n_train, got {g!r}"
+            )
+        if (n, f) in seen:
+            raise _fail(source, f"'grow' entry {i} repeats n_train {n}, n_forget {f}")
+        seen.add((n, f))
+        fr = {**forget, "fraction": f / n}
+        out.append(Variant(f"@n{n}f{f}", fr, n, metrics={"n_train": n, "n_forget": f}))
+    return dict(out[0].forget), out
+
+
+def resolve_variants(scenario: Scenario, train: ArrayData) -> list[Variant]:
+    """The scenario's parts against its data: ``each: all`` becomes one part per class;
+    a part's class or training-set size must exist in ``train``."""
+    out = []
+    for v in scenario.all_variants():
+        if v.tag == "@class*":
+            out += [
+                Variant(f"@class{c}", {**v.forget, "classes": [c]}, fields={"forget_class": c})
+                for c in range(train.num_classes)
+            ]
+            continue
+        if v.n_train is not None and v.n_train > len(train):
+            raise _fail(
+                scenario.source,
+                f"'grow': n_train {v.n_train} exceeds the {len(train)} training samples "
+                "(generate more, e.g. data: {name: mnist1d, num_train: N})",
+            )
+        c = v.fields.get("forget_class")
+        if c is not None and c >= train.num_classes:
+            raise _fail(
+                scenario.source,
+                f"'forget' each: class {c} is not one of the {train.num_classes} classes",
+            )
+        out.append(v)
+    return out
+
+
+def subset_train(train: ArrayData, n: int | None) -> ArrayData:
+    """The first ``n`` training samples of one fixed seeded order (nested across sizes)."""
+    if n is None or n == len(train):
+        return train
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(train))[:n]
+    return train.subset(np.sort(order))
 
 
 def _parse_methods(raw: dict, source: str) -> list[MethodEntry]:
@@ -356,7 +472,8 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
         recipe = TrainRecipe.from_dict(train)
     except UnlearnError as exc:
         raise _fail(source, f"'train': {exc}") from None
-    request = _parse_forget(raw, source)
+    forget, variants = _parse_variants(raw, source)
+    request = _parse_forget({**raw, "forget": forget}, source)
     entries = _parse_methods(raw, source)
     checkpoint = _parse_checkpoint(raw, source, base_dir)
     attacks = AttackConfig.from_dict(raw.get("attacks"), source)
@@ -368,7 +485,8 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
         data=dict(raw["data"]),
         model=dict(model),
         train=recipe,
-        forget=dict(raw["forget"]),
+        forget=forget,
+        variants=variants,
         methods=entries,
         seeds=seeds,
         device=device,
@@ -431,17 +549,19 @@ def check_scenario(scenario: Scenario) -> None:
         raise _fail(src, f"'data': {exc}") from None
     methods = [(e.label, e.build()) for e in scenario.methods]
     oracle = get_method("retrain")
-    for seed in scenario.seeds:
-        request = scenario.request(seed)
-        try:
-            split_request(train, request)
-        except UnlearnError as exc:
-            raise _fail(src, f"'forget' (seed {seed}): {exc}") from None
-        for label, method in [("retrain", oracle), *methods]:
+    for variant in resolve_variants(scenario, train):
+        part = subset_train(train, variant.n_train)
+        for seed in scenario.seeds:
+            request = scenario.request(seed, variant)
             try:
-                method.check(request, task)
+                split_request(part, request)
             except UnlearnError as exc:
-                raise _fail(src, f"method {label!r}: {exc}") from None
+                raise _fail(src, f"'forget' (seed {seed}{variant.tag}): {exc}") from None
+            for label, method in [("retrain", oracle), *methods]:
+                try:
+                    method.check(request, task)
+                except UnlearnError as exc:
+                    raise _fail(src, f"method {label!r}: {exc}") from None
     if scenario.checkpoint:
         try:
             load_model(model, scenario.checkpoint, spec)

@@ -24,6 +24,10 @@ Schema (every key but ``name`` is optional; unknown keys and operators are an
                                # or one verdict, met by at least one row (any)
         show: [QUANTITY, ...]  # values shown beside the verdict, not judged
         note: str              # free text appended to the line
+        per_tag: N             # judge every part of the run (rows LABEL@TAG, e.g. one per
+                               # forgotten class) on its own, references (`retrain`, ...)
+                               # taken from the same part; a row is met when at least N
+                               # parts meet `require` (with `mode: any`: some row is)
 
     QUANTITY:  METRIC | {metric: METRIC, distance_to: NUMBER | LABEL,
                          times_less_than: LABEL, per_seed: bool}
@@ -65,7 +69,7 @@ __all__ = [
 ]
 
 METHODS = "methods"
-_TARGET_KEYS = ("name", "rows", "where", "pick", "require", "mode", "show", "note")
+_TARGET_KEYS = ("name", "rows", "where", "pick", "require", "mode", "show", "note", "per_tag")
 _QUANTITY_KEYS = ("metric", "distance_to", "times_less_than", "per_seed")
 _OPERATORS = {"at_least": ">=", "at_most": "<=", "above": ">", "below": "<"}
 _REF_KEYS = ("row", "times", "plus")
@@ -116,6 +120,7 @@ class Target:
     mode: str = "each"
     show: tuple[Quantity, ...] = ()
     note: str | None = None
+    per_tag: int | None = None
 
     @property
     def informative(self) -> bool:
@@ -254,8 +259,15 @@ def _target(raw: Any, loc: str) -> Target:
     note = raw.get("note")
     if note is not None and not isinstance(note, str):
         raise _fail(f"{loc}.note", f"expected a string, got {note!r}")
+    per_tag = raw.get("per_tag")
+    if per_tag is not None:
+        if isinstance(per_tag, bool) or not isinstance(per_tag, int) or per_tag < 1:
+            raise _fail(f"{loc}.per_tag", f"expected a positive integer, got {per_tag!r}")
+        if pick is not None or "require" not in raw:
+            raise _fail(loc, "`per_tag` needs `require` and no `pick`")
     t = Target(
         name=name.strip(),
+        per_tag=per_tag,
         rows=labels,
         where=_conditions(raw["where"], f"{loc}.where") if "where" in raw else (),
         pick=pick,
@@ -313,6 +325,29 @@ class _Results:
 
     def methods(self) -> list[str]:
         return [label for label in self.summary if not is_reference(label)]
+
+    def tags(self) -> list[str]:
+        """The parts of the run (``@...`` label suffixes), in table order."""
+        out: list[str] = []
+        for label in self.summary:
+            if "@" in label and (tag := "@" + label.split("@", 1)[1]) not in out:
+                out.append(tag)
+        return out
+
+    def part(self, tag: str) -> _Results:
+        """The rows of one part, their labels without the suffix."""
+        sub = _Results({})
+        sub.summary = {
+            k.removesuffix(tag): {**s, "method": k.removesuffix(tag)}
+            for k, s in self.summary.items()
+            if k.endswith(tag)
+        }
+        sub.rows = [
+            {**r, "method": r["method"].removesuffix(tag)}
+            for r in self.rows
+            if r["method"].endswith(tag)
+        ]
+        return sub
 
     def mean(self, label: str, metric: str) -> float | None:
         s = self.summary.get(label)
@@ -426,7 +461,55 @@ def _with_note(t: Target, text: str) -> str:
     return f"{text} ({t.note})" if t.note else text
 
 
+def _per_tag(res: _Results, t: Target) -> list[Outcome]:
+    """Each base row judged on every part; met on at least ``t.per_tag`` parts."""
+    tags = res.tags()
+    if t.rows is not None:
+        bases = list(t.rows)
+    else:
+        bases = []
+        for label in res.methods():
+            if (b := label.split("@", 1)[0]) not in bases:
+                bases.append(b)
+    if not tags or not bases:
+        return [Outcome(t.name, "missing", _with_note(t, "no parts (`@` rows) to judge"))]
+    out = []
+    for base in bases:
+        met, failed, missing = [], [], []
+        for tag in tags:
+            sub = res.part(tag)
+            ok_where, _ = _all(sub, t.where, base)
+            ok, texts = _all(sub, t.require, base) if ok_where else (ok_where, [])
+            if ok:
+                met.append(tag)
+            elif ok is None:
+                missing.append(tag)
+            else:
+                failed.append(f"{tag} ({'; '.join(texts) or 'outside `where`'})")
+        if len(met) >= t.per_tag:
+            status = "met"
+        elif len(met) + len(missing) >= t.per_tag:
+            status = "missing"
+        else:
+            status = "NOT met"
+        text = f"`{base}`: {len(met)} of {len(tags)} parts meet it (needs {t.per_tag})"
+        if failed:
+            text += "; not on " + ", ".join(failed)
+        if missing:
+            text += "; missing on " + ", ".join(missing)
+        out.append(Outcome(t.name, status, _with_note(t, text), base))
+    if t.mode == "any":
+        good = [o for o in out if o.status == "met"]
+        if good:
+            return [Outcome(t.name, "met", "by " + "; ".join(o.text for o in good))]
+        status = "missing" if any(o.status == "missing" for o in out) else "NOT met"
+        return [Outcome(t.name, status, "; ".join(o.text for o in out))]
+    return out
+
+
 def _evaluate_one(res: _Results, t: Target) -> list[Outcome]:
+    if t.per_tag is not None:
+        return _per_tag(res, t)
     labels = list(t.rows) if t.rows is not None else res.methods()
     if t.informative:
         text = "; ".join(_row_text(res, t, label, []) for label in labels) or "no rows"

@@ -69,6 +69,8 @@ _add("peak_cuda_mb", ALL, ["cost"], "MB", "lower", "CUDA allocator peak")
 _add("train_state_mb", ALL, ["cost"], "MB", "lower", "gradients + optimizer state")
 _add("steps", ALL, ["cost"], "", "none", "optimiser steps (or Newton steps)")
 _add("time_vs_oracle", ALL, ["cost", "oracle"], "ratio", "lower", "seconds / oracle's seconds")
+_add("n_train", ALL, ["cost"], "", "none", "training-set size of the run (cost growth)")
+_add("n_forget", ALL, ["cost"], "", "none", "forget-set size of the run (cost growth)")
 
 # -- classifiers ------------------------------------------------------------------------
 for key, about in [
