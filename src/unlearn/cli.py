@@ -106,6 +106,57 @@ def check_bench_out(text: str, inputs: list[Path]) -> Path:
     return out
 
 
+def check_tune_out(text: str, inputs: list[Path]) -> Path:
+    """The output folder of ``unlearn tune``: like ``bench``'s, an earlier search's folder
+    (it has best.yaml) may be replaced."""
+    out = _out_path(text)
+    try:
+        if out.exists() and not out.is_dir():
+            raise UnlearnError(f"output path {out} exists and is not a folder")
+        for p in inputs:
+            if _same_file(p, out) or _inside(p, out):
+                raise UnlearnError(f"--out {out} would replace the input {p}")
+        if out.is_dir() and any(out.iterdir()) and not (out / "best.yaml").is_file():
+            raise UnlearnError(
+                f"output folder {out} exists and holds files that are not a search's results "
+                "(it has no best.yaml): give a new folder"
+            )
+        _check_writable(out)
+    except OSError as exc:
+        raise UnlearnError(f"cannot use --out {out}: {exc}") from None
+    return out
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .bench.core import family_for
+    from .bench.scenario import check_plain, read_scenario_file, scenario_inputs
+    from .tune import run_tune, write_tune
+
+    raw, path = read_scenario_file(args.scenario)
+    check_plain(raw, "", str(path))
+    if raw.get("kind", "classifier") != "classifier":
+        raise UnlearnError(f"unlearn tune runs classifier scenarios; {path} is {raw['kind']!r}")
+    fam = family_for(raw, str(path))
+    sc = fam.parse(raw, str(path), path.parent)
+    out = check_tune_out(args.out, scenario_inputs(path, sc.sc))
+    fam.check(sc)
+    if args.holdout_seeds == "none":
+        holdout = None
+    else:
+        holdout = _parse_seeds(args.holdout_seeds) if args.holdout_seeds else sc.sc.seeds
+    say = (lambda msg: None) if args.quiet else _echo
+    result = run_tune(
+        raw, str(path), path.parent, args.method, args.trials, holdout, _execution(args), say
+    )
+    write_tune(result, out)
+    from .tune import holdout_comparison
+
+    cmp = holdout_comparison(result)
+    tail = "" if not cmp else f"; on held-out seeds the tuned config {cmp['verdict']} the committed"
+    print(f"wrote {out / 'best.yaml'}, {out / 'trials.csv'} and {out / 'report.md'}{tail}")
+    return 0
+
+
 def check_train_out(text: str, inputs: list[Path], force: bool) -> Path:
     """The checkpoint path of ``unlearn train``: not empty, not a folder, not an input (even
     with ``force``), not an existing file without ``force``, in a writable folder."""
@@ -299,6 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the built-in LLM scenario (SmolLM2, real facts) instead of the default",
     )
     _add_execution_args(b)
+    u = sub.add_parser(
+        "tune", help="search a method's hyperparameters (Optuna) on a scenario's tuning seeds"
+    )
+    u.add_argument("scenario", help="scenario YAML file with a 'tune:' block")
+    u.add_argument("--method", required=True, help="the method label to tune")
+    u.add_argument("--trials", type=_positive_int("--trials"), default=20)
+    u.add_argument("--out", required=True, help="output folder (trials.csv, best.yaml, ...)")
+    u.add_argument(
+        "--holdout-seeds",
+        default=None,
+        help="seeds to compare the committed and tuned configs on (default: the scenario's "
+        "seeds; 'none': no comparison)",
+    )
+    u.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_execution_args(u)
     t = sub.add_parser("train", help="train a scenario's original model and save a checkpoint")
     t.add_argument("scenario", nargs="?", default=None)
     t.add_argument("--seed", type=int, default=0)
@@ -309,7 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    handlers = {"methods": _cmd_methods, "bench": _cmd_bench, "train": _cmd_train}
+    handlers = {
+        "methods": _cmd_methods,
+        "bench": _cmd_bench,
+        "tune": _cmd_tune,
+        "train": _cmd_train,
+    }
     try:
         args = parser.parse_args(argv)
         return handlers[args.command](args)

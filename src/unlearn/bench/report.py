@@ -31,7 +31,7 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -516,6 +516,21 @@ def write_outputs(results: dict, out_dir: str | Path) -> Path:
     clean = strict_json(results)
     text = json.dumps(clean, indent=1, allow_nan=False)
     targets = target_lines(clean)  # a malformed targets block fails here, before any writing
+
+    def write(tmp: Path) -> None:
+        (tmp / "results.json").write_text(text, encoding="utf-8")
+        images = _plots(clean, tmp)
+        (tmp / "report.md").write_text(_markdown(clean, images, targets), encoding="utf-8")
+        (tmp / "report.html").write_text(_html(clean, images, tmp, targets), encoding="utf-8")
+
+    return write_folder(out, write)
+
+
+def write_folder(out: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a new folder with ``write(folder)`` beside ``out``, then put it in the place of
+    ``out`` as one unit (a kill leaves the old folder or the new, never a mix; leftovers of
+    an interrupted write are removed on the next)."""
+    out = Path(out)
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     with _turn(parent):
@@ -523,10 +538,7 @@ def write_outputs(results: dict, out_dir: str | Path) -> Path:
         tmp = _sibling(out, "tmp")
         tmp.mkdir()
         try:
-            (tmp / "results.json").write_text(text, encoding="utf-8")
-            images = _plots(clean, tmp)
-            (tmp / "report.md").write_text(_markdown(clean, images, targets), encoding="utf-8")
-            (tmp / "report.html").write_text(_html(clean, images, tmp, targets), encoding="utf-8")
+            write(tmp)
             _swap(tmp, out)
         except BaseException as exc:
             if tmp.exists():

@@ -105,6 +105,7 @@ class Scenario:
     source: str = "<mapping>"
 
     variants: list[Variant] = field(default_factory=list)
+    tune: Any = None  # the validated `tune:` block (unlearn.tune.TuneSpec), if any
 
     def request(self, seed: int, variant: Variant | None = None) -> ForgetRequest:
         forget = self.forget if variant is None else variant.forget
@@ -480,7 +481,15 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
     _check_attack_rows(attacks, [e.label for e in entries], request, source)
     name, description, device = common.name, common.description, common.device
     seeds, offset = common.seeds, common.noise_seed_offset
+    tune = None
+    if "tune" in raw:
+        from ..tune import parse_tune
+
+        tune = parse_tune(
+            raw["tune"], [e.label for e in entries], seeds, forget.get("kind") == "class", source
+        )
     return Scenario(
+        tune=tune,
         name=name,
         data=dict(raw["data"]),
         model=dict(model),
