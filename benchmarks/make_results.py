@@ -26,6 +26,8 @@ SCENARIOS = [
     "mnist1d-random10-attacks",
     "mnist1d-random10-attacks-fastclip",
     "mnist1d-class-trw",
+    "mnist1d-class-all",
+    "mnist1d-cost-growth",
     "digits-certified",
     "smollm2-fictitious-forget10",
     "smollm2-lune-vs-full",
