@@ -25,6 +25,7 @@ SCENARIOS = [
     "mnist1d-class",
     "mnist1d-random10-attacks",
     "mnist1d-random10-attacks-fastclip",
+    "mnist1d-amun-batching",
     "mnist1d-class-trw",
     "mnist1d-class-all",
     "mnist1d-cost-growth",

@@ -186,3 +186,19 @@ def test_amun_paired_is_the_default():
 def test_amun_rejects_an_unknown_batching(bad):
     with pytest.raises(UnlearnError, match=r"batching must be one of 'paired', 'union'"):
         get_method("amun", batching=bad)
+
+
+def test_step_schedule_decays_the_rate_tenfold_every_epoch():
+    import torch
+
+    from unlearn.training import make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = make_scheduler(opt, "step", 30, step_every=10)
+    rates = []
+    for _ in range(30):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[0] == rates[9] == 0.01
+    assert abs(rates[10] - 0.001) < 1e-12 and abs(rates[29] - 0.0001) < 1e-12

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
 
 
 def index_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -80,8 +80,15 @@ def train_state_mb(model: nn.Module, slots: int) -> float:
 
 
 def make_scheduler(
-    opt: torch.optim.Optimizer, name: str, steps: int, warmup_steps: int = 0
+    opt: torch.optim.Optimizer,
+    name: str,
+    steps: int,
+    warmup_steps: int = 0,
+    step_every: int | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``constant`` (with an optional linear warm-up), ``cosine`` to 0 over ``steps``,
+    ``onecycle``, or ``step``: the rate times 0.1 every ``step_every`` steps (one epoch:
+    the AMUN authors' ``StepLR(step_size=1, gamma=0.1)`` stepped per epoch)."""
     if name == "constant":
         if warmup_steps > 0:
             return torch.optim.lr_scheduler.LambdaLR(
@@ -90,6 +97,10 @@ def make_scheduler(
         return None
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    if name == "step":
+        if not step_every or step_every < 1:
+            raise UnlearnError("the 'step' schedule needs the steps of one epoch (step_every >= 1)")
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=step_every, gamma=0.1)
     if name == "onecycle":
         max_lr = [g["lr"] for g in opt.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(steps, 1))
@@ -104,6 +115,7 @@ def optimize(
     *,
     schedule: str = "constant",
     warmup_steps: int = 0,
+    step_every: int | None = None,
     grad_clip: float = 0.0,
     after_backward: Sequence[Callable[[], None]] = (),
     after_step: Sequence[Callable[[], None]] = (),
@@ -115,7 +127,7 @@ def optimize(
     clipping (``grad_clip`` > 0), the optimiser step, ``after_step`` hooks (projections),
     the schedule, then ``stop(done)``. A non-finite loss ends the run with an error.
     """
-    sched = make_scheduler(opt, schedule, steps, warmup_steps)
+    sched = make_scheduler(opt, schedule, steps, warmup_steps, step_every)
     params = [p for g in opt.param_groups for p in g["params"]]
     model.train()
     done = 0

@@ -45,7 +45,8 @@ class TrainConfig(MethodConfig):
     The run takes ``steps`` optimiser steps if given, else ``epochs`` passes (of
     ``batch_size``) over the set the method counts epochs on (the forget set for
     most methods, the retain set for fine-tuning and NegGrad+). ``schedule`` is
-    ``constant`` or ``cosine``; ``grad_clip`` > 0 clips the gradient norm.
+    ``constant``, ``cosine`` or ``step`` (x0.1 after every epoch, as the AMUN authors
+    run); ``grad_clip`` > 0 clips the gradient norm.
     ``lora_rank`` > 0 trains LoRA adapters of that rank on ``lora_targets`` (the
     task's defaults when empty) instead of all weights, ``merge``-d into the
     weights at the end or kept. ``target_forget_acc`` stops once the context's
@@ -81,8 +82,8 @@ class TrainConfig(MethodConfig):
             bad.append("batch_size and check_every must be >= 1")
         if self.optimizer not in OPTIMIZERS:
             bad.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            bad.append(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.schedule not in ("constant", "cosine", "step"):
+            bad.append(f"schedule must be 'constant', 'cosine' or 'step', got {self.schedule!r}")
         if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.momentum < 1:
             bad.append("weight_decay and grad_clip must be >= 0, momentum in [0, 1)")
         if self.lora_rank < 0 or not self.lora_alpha > 0:
@@ -149,6 +150,10 @@ class TrainedMethod(Method):
                 f"{self.name} counts epochs over the {self.epochs_over} set, which is empty"
             )
         return epochs_to_steps(n, cfg.batch_size, cfg.epochs)
+
+    def epoch_steps(self, ctx: UnlearnContext) -> int:
+        """Optimiser steps in one epoch (the ``step`` schedule decays the rate after each)."""
+        return max(1, epochs_to_steps(self.epoch_size(ctx), self.config.batch_size, 1.0))
 
     @contextlib.contextmanager
     def reference_model(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -231,6 +236,7 @@ class TrainedMethod(Method):
                 self.budget(ctx),
                 lambda t: self.objective(model, ctx, t),
                 schedule=cfg.schedule,
+                step_every=self.epoch_steps(ctx) if cfg.schedule == "step" else None,
                 grad_clip=cfg.grad_clip,
                 after_backward=after_backward,
                 after_step=self.after_step_hooks(model, ctx),
