@@ -90,6 +90,10 @@ def _numbers(doc: dict) -> list:
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
+    import sys
+
+    # the test's own job functions travel by value (Ray workers do not import tests/)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
@@ -115,3 +119,44 @@ def test_bench_threads_flag_is_recorded_and_checked(tmp_path, capsys):
     assert main(["bench", str(scenario), "--out", str(tmp_path / "x"), "--threads", "0"]) == 2
     assert "--threads must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _threads_seen(_item) -> tuple[int, int]:
+    from threadpoolctl import threadpool_info
+
+    from unlearn.executor import current
+
+    blas = [p["num_threads"] for p in threadpool_info()]
+    return torch.get_num_threads(), max(blas) if blas else 0, current().workers
+
+
+def _fails(item):
+    if item == 1:
+        raise UnlearnError(f"job {item} refused")
+    return item
+
+
+def test_workers_run_with_the_thread_limit_and_in_process_nested_work():
+    out = Executor(Execution("local", 2, 2)).map(_threads_seen, [0, 1])
+    for torch_threads, blas_threads, nested_workers in out:
+        assert torch_threads == 2 and blas_threads <= 2 and nested_workers == 1
+
+
+def test_a_worker_error_reaches_the_caller_as_unlearn_error():
+    with pytest.raises(UnlearnError, match="job 1 refused"):
+        Executor(Execution("local", 2, 1)).map(_fails, [0, 1, 2, 3])
+
+
+def test_ray_runs_the_jobs_in_ray_workers(ray_local):
+    import os
+
+    pids = Executor(Execution("ray", 2, 1)).map(_pid, [0, 1, 2])
+    assert os.getpid() not in pids
+    with pytest.raises(UnlearnError, match="job 1 refused"):
+        Executor(Execution("ray", 2, 1)).map(_fails, [0, 1, 2])
+
+
+def _pid(_item) -> int:
+    import os
+
+    return os.getpid()

@@ -197,3 +197,35 @@ def test_growth_slopes_by_hand():
     assert g["m"]["n_train"]["seconds_slope"] == pytest.approx(0.0, abs=1e-9)
     assert g["m"]["n_forget"]["fixed"] == {"n_train": 4000}
     assert g["m"]["n_train"]["fixed"] == {"n_forget": 100}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            {"forget": {"kind": "class", "each": [0, 1]}, "attacks": {"mia_nn": True}},
+            "cannot run on a run made of parts",
+        ),
+        (
+            {
+                "forget": {"kind": "random"},
+                "grow": [{"n_train": 100, "n_forget": 10}],
+                "checkpoint": "x.safetensors",
+            },
+            "drop 'checkpoint'",
+        ),
+        ({"methods": [{"name": "finetune", "label": "ft@a"}]}, "must not hold '@'"),
+    ],
+)
+def test_parts_refuse_what_they_cannot_serve(change, match, tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    with pytest.raises(ScenarioError, match=match):
+        parse_scenario(_tiny(**change), "bad", tmp_path)
+
+
+def test_grow_trains_each_original_on_its_own_size():
+    grow = [{"n_train": 400, "n_forget": 20}, {"n_train": 800, "n_forget": 20}]
+    doc = run(_tiny(forget={"kind": "random"}, grow=grow), "g")
+    steps = {r["method"]: r["metrics"]["steps"] for r in doc["rows"] if "steps" in r["metrics"]}
+    # 4 epochs of batches of 64: ceil(400/64) = 7 and ceil(800/64) = 13 steps per epoch
+    assert steps["original@n400f20"] == 4 * 7 and steps["original@n800f20"] == 4 * 13

@@ -149,10 +149,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raw, str(path), path.parent, args.method, args.trials, holdout, _execution(args), say
     )
     write_tune(result, out)
-    from .tune import holdout_comparison
+    from .tune import holdout_comparison, verdict_text
 
     cmp = holdout_comparison(result)
-    tail = "" if not cmp else f"; on held-out seeds the tuned config {cmp['verdict']} the committed"
+    tail = "" if not cmp else f"; on held-out seeds: {verdict_text(cmp).replace('**', '')}"
     print(f"wrote {out / 'best.yaml'}, {out / 'trials.csv'} and {out / 'report.md'}{tail}")
     return 0
 
@@ -219,7 +219,7 @@ def _execution(args: argparse.Namespace):
     """The executor settings of ``--engine``, ``--workers`` and ``--threads``."""
     from .executor import Execution
 
-    return Execution(args.engine, args.workers, args.threads)
+    return Execution(args.engine, args.workers, args.threads).check()
 
 
 def _add_execution_args(p: argparse.ArgumentParser) -> None:
@@ -229,8 +229,8 @@ def _add_execution_args(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="local",
-        help="where independent trainings (seeds, reference models, trials) run: the local "
-        "process pool or Ray (default: %(default)s)",
+        help="where independent trainings (seeds, reference models, held-out runs) run: "
+        "the local process pool or Ray (default: %(default)s)",
     )
     p.add_argument(
         "--workers",

@@ -1,7 +1,7 @@
 """One executor for independent trainings: the local process pool (default) or Ray.
 
-A benchmark's seeds, the reference models of its attacks, and the trials of
-``unlearn tune`` are independent trainings. They run through :class:`Executor`,
+A benchmark's seeds, the reference models of its attacks, and the held-out runs
+of ``unlearn tune`` are independent trainings. They run through :class:`Executor`,
 which maps a module-level function over a list of picklable items and returns the
 results in item order, whatever the engine and the number of workers:
 
@@ -23,6 +23,8 @@ or on ``workers``: the same items with the same thread count give the same numbe
 
 Inside a worker, :func:`current` is the in-process executor, so a job that itself
 maps work (a seed training its attack's models) does not start a pool per worker.
+A job that fails fails the map at once (the queued jobs are cancelled); an
+:class:`~unlearn.errors.UnlearnError` raised in a worker reaches the caller as one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +42,16 @@ import torch
 
 from .errors import UnlearnError
 
-__all__ = ["ENGINES", "Execution", "Executor", "current", "using", "limit_threads", "cpu_count"]
+__all__ = [
+    "ENGINES",
+    "Execution",
+    "Executor",
+    "current",
+    "using",
+    "limit_threads",
+    "cpu_count",
+    "in_worker",
+]
 
 ENGINES = ("local", "ray")
 MAX_WORKERS = 512
@@ -90,6 +102,12 @@ class Execution:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
                 raise UnlearnError(f"{name} must be an integer in [1, {top}], got {value!r}")
 
+    def check(self) -> Execution:
+        """Fail early (before any training) when the engine cannot run here."""
+        if self.engine == "ray":
+            _ray_remote()
+        return self
+
     def workers_for(self, n_items: int) -> int:
         return max(1, min(self.workers or default_workers(), n_items))
 
@@ -113,6 +131,11 @@ def limit_threads(threads: int) -> Iterator[None]:
 
 
 _IN_WORKER = "UNLEARN_EXECUTOR_WORKER"
+
+
+def in_worker() -> bool:
+    """True in a process the executor started (its jobs run their own work in-process)."""
+    return bool(os.environ.get(_IN_WORKER))
 
 
 def _run_item(fn: Callable[[Any], Any], threads: int, item: Any) -> Any:
@@ -162,42 +185,67 @@ class Executor:
                         on_done(i, out[-1])
             return out
         results: list = [None] * len(items)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        try:
             futures = {pool.submit(_run_item, fn, ex.threads, it): i for i, it in enumerate(items)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                results[i] = fut.result()
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool as exc:
+                    raise UnlearnError(
+                        f"a worker process died (killed, or out of memory?) on job {i}: {exc}"
+                    ) from None
                 if on_done:
                     on_done(i, results[i])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # a failure does not wait for the rest
+            raise
+        pool.shutdown(wait=True)
         return results
 
     def _ray(self, fn, items, workers, on_done) -> list:
         ray = _ray_remote()
         if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS") or None
             ray.init(
-                address=os.environ.get("RAY_ADDRESS") or None,
-                num_cpus=None if os.environ.get("RAY_ADDRESS") else workers,
+                address=address or "local",  # never attach to a cluster nobody asked for
+                num_cpus=None if address else workers,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
             )
         threads = self.execution.threads
-        task = ray.remote(num_cpus=1, max_retries=0)(_run_item).options(
-            runtime_env={
-                "env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-            }
-        )
-        refs = [task.remote(fn, threads, it) for it in items]
-        index = {ref: i for i, ref in enumerate(refs)}
+        # threads are limited inside the task (limit_threads), as in a pool worker
+        task = ray.remote(num_cpus=1, max_retries=0)(_run_item)
         results: list = [None] * len(items)
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                i = index[ref]
-                results[i] = ray.get(ref)
-                if on_done:
-                    on_done(i, results[i])
+        index: dict = {}
+        queue = list(enumerate(items))
+        pending: list = []
+        try:
+            while queue or pending:
+                while queue and len(pending) < workers:  # at most `workers` tasks at a time
+                    i, it = queue.pop(0)
+                    ref = task.remote(fn, threads, it)
+                    index[ref] = i
+                    pending.append(ref)
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    i = index[ref]
+                    try:
+                        results[i] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.as_instanceof_cause()
+                        if isinstance(cause, UnlearnError):
+                            msg = str(cause.args[0]) if cause.args else str(cause)
+                            raise UnlearnError(msg) from None
+                        raise
+                    if on_done:
+                        on_done(i, results[i])
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         return results
 
 

@@ -16,12 +16,15 @@ A classifier scenario declares what may be tuned in a ``tune:`` block::
           steps: {low: 1, high: 8, int: true}
           epochs: {choices: [1, 1.5, 2]}
 
-A trial sets the method's config to the scenario's, with the sampled values in
-place, runs it on every tuning world (the world's original model and its
-oracle, trained once for all trials) and scores the objective's mean over the
-worlds. Trials run one after another in this process, the TPE sampler seeded,
-so a search is reproducible. The tuning worlds never include a reported seed:
-the search never reads the data a report is computed on.
+Trial 0 is the committed config itself where it lies in the space (the search
+starts from it, so its choice is never worse on the tuning worlds). A trial sets
+the method's config to the scenario's, with the sampled values in place, runs it
+on every tuning world (the world's original model and its oracle, trained once
+for all trials) and scores the objective's mean over the worlds. Trials run one
+after another in this process, the TPE sampler seeded, so a search is
+reproducible. The tuning worlds never use a reported seed or a reported seed's
+noise-floor seed, and a fixed forget set is refused (docs/tune.md says what the
+tuning still shares with the report: the data set and its test split).
 
 Afterwards the committed config (the scenario's) and the tuned one are both run
 on held-out seeds (default: the scenario's own ``seeds``) through the one
@@ -143,8 +146,17 @@ def _dim(name: str, raw: Any, where: str, source: str) -> Dim:
     return Dim(name, float(low) if not integer else low, high, log, integer)
 
 
-def parse_tune(raw: Any, labels: list[str], seeds: list[int], is_class: bool, source: str):
-    """Validate a ``tune:`` block against the scenario's method labels and seeds."""
+def parse_tune(
+    raw: Any,
+    labels: list[str],
+    seeds: list[int],
+    is_class: bool,
+    source: str,
+    forget: dict | None = None,
+    noise_seed_offset: int = 1000,
+):
+    """Validate a ``tune:`` block against the scenario's method labels, seeds, forget
+    request and noise-floor seeds."""
     from .bench.scenario import MAX_SEED
     from .metrics.registry import METRICS
 
@@ -167,6 +179,20 @@ def parse_tune(raw: Any, labels: list[str], seeds: list[int], is_class: bool, so
             source,
             f"tuning seeds {shared} are also reported 'seeds': tune on seeds no report uses",
         )
+    noise = sorted(set(t_seeds) & {s + noise_seed_offset for s in seeds})
+    if noise:
+        raise _fail(
+            source,
+            f"tuning seeds {noise} are the reported seeds' noise-floor seeds (seed + "
+            f"noise_seed_offset {noise_seed_offset}): choose others",
+        )
+    forget = forget or {}
+    if "seed" in forget or forget.get("indices") is not None:
+        raise _fail(
+            source,
+            "the forget set is fixed ('forget' seed or indices): tuning would forget the "
+            "reported samples; draw it from each run's seed",
+        )
     classes = raw.get("classes")
     if classes is not None:
         if not is_class:
@@ -180,17 +206,33 @@ def parse_tune(raw: Any, labels: list[str], seeds: list[int], is_class: bool, so
             raise _fail(source, f"'classes' must list distinct classes, got {classes!r}")
         classes = tuple(classes)
     obj = raw.get("objective", "avg_gap")
-    direction = "minimize"
+    direction = None
     if isinstance(obj, dict):
         if set(obj) - {"metric", "direction"} or "metric" not in obj:
             raise _fail(source, f"'objective' must be METRIC or {{metric, direction}}, got {obj}")
-        direction = obj.get("direction", "minimize")
+        direction = obj.get("direction")
         if direction not in ("minimize", "maximize"):
             raise _fail(source, f"objective direction must be minimize or maximize: {direction!r}")
         obj = obj["metric"]
     spec = METRICS.get(obj) if isinstance(obj, str) else None
-    if spec is None or "classifier" not in spec.families or "cost" in spec.needs:
-        raise _fail(source, f"objective {obj!r} is not a classifier quality metric")
+    if (
+        spec is None
+        or "classifier" not in spec.families
+        or not set(spec.needs) <= {"outputs", "oracle"}
+    ):
+        raise _fail(
+            source,
+            f"objective {obj!r} is not a classifier metric of the model's outputs (attack "
+            "and cost metrics cannot be tuned on: the tuning worlds run no attacks)",
+        )
+    if direction is None:
+        if spec.better not in ("lower", "higher"):
+            raise _fail(
+                source,
+                f"objective {obj!r} is best closest to the oracle's value, not lowest or "
+                "highest: tune on avg_gap or js_to_oracle, or give a direction",
+            )
+        direction = "minimize" if spec.better == "lower" else "maximize"
     sampler_seed = raw.get("sampler_seed", 0)
     if not _is_int(sampler_seed) or not 0 <= sampler_seed <= MAX_SEED:
         raise _fail(source, f"'sampler_seed' must be a seed in [0, {MAX_SEED}]: {sampler_seed!r}")
@@ -217,6 +259,25 @@ def _sub_scenario(raw: dict, seeds, methods: list[dict], forget: dict | None = N
     if forget is not None:
         out["forget"] = forget
     return out
+
+
+def committed_point(config: dict, dims: tuple[Dim, ...]) -> dict | None:
+    """The committed config as a point of the space (trial 0), or None when one of its
+    values lies outside (or is not given and has no place in) the space."""
+    point = {}
+    for d in dims:
+        if d.name not in config:
+            return None
+        v = config[d.name]
+        if d.choices is not None:
+            if v not in d.choices:
+                return None
+        elif isinstance(v, bool) or not isinstance(v, int | float) or not d.low <= v <= d.high:
+            return None
+        elif d.integer and not isinstance(v, int):
+            return None
+        point[d.name] = v
+    return point
 
 
 def _check_space(entry, dims: tuple[Dim, ...]) -> None:
@@ -269,6 +330,21 @@ def run_tune(
     _check_space(entry, dims)
     if holdout_seeds is not None and set(holdout_seeds) & set(spec.seeds):
         raise UnlearnError("--holdout-seeds must not share a seed with the tuning seeds")
+    h_raw = None
+    if holdout_seeds:
+        # the held-out run, parsed (seeds, noise-floor collisions...) before any training
+        h_raw = _sub_scenario(
+            raw,
+            holdout_seeds,
+            [
+                {"name": entry.name, "label": "committed", "config": dict(entry.config)},
+                {"name": entry.name, "label": "tuned", "config": dict(entry.config)},
+            ],
+        )
+        try:
+            ClassifierFamily().parse(h_raw, source, base_dir)
+        except UnlearnError as exc:
+            raise UnlearnError(f"--holdout-seeds: {exc}") from None
     method_raw = {"name": entry.name, "label": label, "config": dict(entry.config)}
     forget = None
     if spec.classes is not None:
@@ -294,12 +370,21 @@ def run_tune(
 
         def objective(trial) -> float:
             cfg = {**entry.config, **{d.name: d.suggest(trial) for d in dims}}
-            method = get_method(entry.name, cfg)
             t0, values = time.perf_counter(), []
-            for w in worlds:
-                model, _ = method.run(w.ctx.original, w.ctx)
-                values.append(tfam.score(tsc, w, model, label).get(spec.objective))
-                del model
+            try:
+                method = get_method(entry.name, cfg)
+                for w in worlds:
+                    model, _ = method.run(w.ctx.original, w.ctx)
+                    values.append(tfam.score(tsc, w, model, label).get(spec.objective))
+                    del model
+            except UnlearnError as exc:  # e.g. a loss that diverged at a high rate
+                per_trial[trial.number] = {
+                    "values": values,
+                    "seconds": time.perf_counter() - t0,
+                    "error": " ".join(str(exc).split()),
+                }
+                say(f"trial {trial.number}: failed ({exc}) {trial.params}")
+                raise optuna.TrialPruned(str(exc)) from None
             per_trial[trial.number] = {"values": values, "seconds": time.perf_counter() - t0}
             if any(v is None or not math.isfinite(v) for v in values):
                 raise optuna.TrialPruned(f"{spec.objective} not finite on some world")
@@ -312,6 +397,9 @@ def run_tune(
             direction=spec.direction,
             sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
         )
+        start = committed_point(entry.config, dims)
+        if start is not None:  # the search starts from the committed config
+            study.enqueue_trial(start)
         study.optimize(objective, n_trials=trials, catch=())
         worlds.clear()  # free the tuning models before the held-out run
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -321,15 +409,8 @@ def run_tune(
         best_cfg = {**entry.config, **best.params}
         tune_seconds = time.perf_counter() - t_start
         holdout = None
-        if holdout_seeds:
-            h_raw = _sub_scenario(
-                raw,
-                holdout_seeds,
-                [
-                    {"name": entry.name, "label": "committed", "config": dict(entry.config)},
-                    {"name": entry.name, "label": "tuned", "config": best_cfg},
-                ],
-            )
+        if h_raw is not None:
+            h_raw["methods"][1]["config"] = best_cfg
             hfam = ClassifierFamily()
             holdout = run_parsed(hfam, parse(hfam, h_raw, source, base_dir), say, execution)
     return {
@@ -346,6 +427,7 @@ def run_tune(
         "best_config": best_cfg,
         "best_value": best.value,
         "best_trial": best.number,
+        "committed_trial": 0 if start is not None else None,
         "trials": [
             {
                 "number": t.number,
@@ -376,19 +458,34 @@ def holdout_comparison(result: dict) -> dict | None:
         return None
     metric = result["objective"]
     sign = 1.0 if result["direction"] == "minimize" else -1.0
-    by = {
-        lab: {r["seed"]: r["metrics"].get(metric) for r in h["rows"] if r["method"] == lab}
-        for lab in ("committed", "tuned", "retrain", "oracle_noise", "original")
-    }
-    seeds = sorted(by["committed"])
-    c = [by["committed"][s] for s in seeds]
-    t = [by["tuned"][s] for s in seeds]
-    if any(v is None for v in c + t):
+
+    def values(label: str) -> dict:
+        """{(seed, part): value} of a base row (parts: ``LABEL@classC``)."""
+        out = {}
+        for r in h["rows"]:
+            base, _, tag = r["method"].partition("@")
+            if base == label:
+                out[(r["seed"], tag)] = r["metrics"].get(metric)
+        return out
+
+    by = {lab: values(lab) for lab in ("committed", "tuned", "retrain", "oracle_noise", "original")}
+    keys = sorted(set(by["committed"]) & set(by["tuned"]))
+    seeds = sorted({s for s, _ in keys})
+    c = [by["committed"][k] for k in keys]
+    t = [by["tuned"][k] for k in keys]
+    if not keys or any(v is None or not math.isfinite(v) for v in c + t):
         return {"metric": metric, "seeds": seeds, "verdict": "missing"}
-    diff = [sign * (a - b) for a, b in zip(c, t, strict=True)]  # > 0: tuned better
-    c_sd = float(np.std(c, ddof=1)) if len(c) > 1 else 0.0
+    # per seed: the mean over the seed's parts (one value without parts)
+    c_seed = [float(np.mean([by["committed"][k] for k in keys if k[0] == s])) for s in seeds]
+    t_seed = [float(np.mean([by["tuned"][k] for k in keys if k[0] == s])) for s in seeds]
+    diff = [sign * (a - b) for a, b in zip(c_seed, t_seed, strict=True)]  # > 0: tuned better
+    c_sd = float(np.std(c_seed, ddof=1)) if len(c_seed) > 1 else 0.0
     gain = float(np.mean(diff))
-    verdict = "beats" if gain > c_sd else ("matches" if gain >= -c_sd else "worse")
+    if len(seeds) < 2:
+        verdict = "inconclusive (one held-out seed)"
+    else:
+        verdict = "beats" if gain > c_sd else ("matches" if gain >= -c_sd else "is worse than")
+    c, t = c_seed, t_seed
 
     def stat(vals):
         vals = [v for v in vals if v is not None]
@@ -399,6 +496,7 @@ def holdout_comparison(result: dict) -> dict | None:
     return {
         "metric": metric,
         "seeds": seeds,
+        "parts": len(keys) // max(1, len(seeds)),
         "committed": c,
         "tuned": t,
         "committed_mean_std": stat(c),
@@ -410,11 +508,20 @@ def holdout_comparison(result: dict) -> dict | None:
     }
 
 
+def verdict_text(cmp: dict) -> str:
+    v = cmp["verdict"]
+    if v.startswith("inconclusive") or v == "missing":
+        return f"**{v}**"
+    return f"the tuned config **{v}** the committed one"
+
+
 def trials_csv(result: dict) -> str:
     names = [d for d in result["space"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "state", result["objective"], *names, *result["worlds"], "seconds"])
+    w.writerow(
+        ["number", "state", result["objective"], *names, *result["worlds"], "seconds", "error"]
+    )
     for t in result["trials"]:
         vals = t["values"] + [None] * (len(result["worlds"]) - len(t["values"]))
         w.writerow(
@@ -425,6 +532,7 @@ def trials_csv(result: dict) -> str:
                 *[t["params"].get(n, "") for n in names],
                 *["" if v is None else repr(v) for v in vals],
                 "" if t["seconds"] is None else f"{t['seconds']:.3f}",
+                t.get("error", ""),
             ]
         )
     return buf.getvalue()
@@ -441,7 +549,12 @@ def best_yaml(result: dict) -> str:
         },
         "found_by": {
             "command": f"unlearn tune {result['scenario']} --method {result['method']} "
-            f"--trials {len(result['trials'])}",
+            f"--trials {len(result['trials'])} --threads {result['execution']['threads']}"
+            + (
+                f" --holdout-seeds {','.join(map(str, result['holdout']['seeds']))}"
+                if result.get("holdout")
+                else " --holdout-seeds none"
+            ),
             "objective": result["objective"],
             "direction": result["direction"],
             "value": result["best_value"],
@@ -470,7 +583,12 @@ def report_md(result: dict) -> str:
         + f"). Search: {result['tune_seconds']:.0f} s; whole command "
         f"{result['total_seconds']:.0f} s.",
         "",
-        f"- committed config: `{result['committed_config']}`",
+        f"- committed config: `{result['committed_config']}`"
+        + (
+            f" (trial 0, {obj} {result['trials'][0]['value']:.4g} on the tuning worlds)"
+            if result.get("committed_trial") == 0 and result["trials"][0]["value"] is not None
+            else " (outside the space: not a trial)"
+        ),
         f"- chosen config (trial {result['best_trial']}, {obj} {result['best_value']:.4g} "
         f"on the tuning worlds): `{result['best_config']}`",
         "",
@@ -495,9 +613,9 @@ def report_md(result: dict) -> str:
             f"| oracle_noise | {ms(cmp['noise_floor_mean_std'])} | |",
             f"| original | {ms(cmp['original_mean_std'])} | |",
             "",
-            f"Verdict: the tuned config **{cmp['verdict']}** the committed one (mean paired "
-            f"gain {cmp['gain']:+.3f}; 'beats' means better by more than the committed "
-            "config's standard deviation over seeds, 'matches' within it).",
+            f"Verdict: {verdict_text(cmp)} (mean paired gain {cmp['gain']:+.3f}, per seed "
+            f"the mean over {cmp['parts']} part(s); 'beats' means better by more than the "
+            "committed config's standard deviation over seeds, 'matches' within it).",
             "",
         ]
     elif result.get("holdout") is None:

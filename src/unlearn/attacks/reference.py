@@ -73,10 +73,10 @@ def train_many(
     count). Results are in job order and do not depend on the engine or the workers."""
     from dataclasses import replace
 
-    from ..executor import Executor, current
+    from ..executor import Executor, current, in_worker
 
     execution = current()
-    if workers is not None:
+    if workers is not None and not in_worker():  # inside a worker: no nested pool
         execution = replace(execution, workers=workers)
     args = [(d.x, d.y, d.classes, spec, recipe.to_dict(), int(s)) for d, s in jobs]
     return Executor(execution).map(

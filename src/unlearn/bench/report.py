@@ -355,6 +355,22 @@ Versions: `{json.dumps(results["versions"], sort_keys=True)}`.
 """
 
 
+def _html_parts(results: dict) -> str:
+    """The by-class or cost-growth table of a run made of parts, as an HTML table."""
+    text = parts_section(results)
+    if not text:
+        return ""
+    out, rows = [], [ln for ln in text.splitlines() if ln.startswith("|")]
+    for i, ln in enumerate(rows):
+        if i == 1:
+            continue  # the Markdown separator line
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+    intro = next((ln for ln in text.splitlines() if ln and not ln.startswith(("|", "#"))), "")
+    return f"<p>{html.escape(intro)}</p>\n<table>{''.join(out)}</table>\n<p>Every row:</p>\n"
+
+
 def _html(results: dict, images: list[str], folder: Path, targets: list[str]) -> str:
     cols = _columns(results)
     head = "".join(f"<th>{html.escape(c[1])}</th>" for c in cols)
@@ -389,7 +405,7 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 <p>Request: {html.escape(results["request"])}. Seeds: {results["seeds"]}
 (mean &plusmn; sample standard deviation; {MISSING}: not measured).
 Run: {html.escape(execution_text(results))}.</p>
-<table><tr><th>Method</th>{head}</tr>
+{_html_parts(results)}<table><tr><th>Method</th>{head}</tr>
 {body}</table>
 {judged}{imgs}
 <pre>{html.escape(json.dumps(results["methods"], indent=1, sort_keys=True))}</pre>

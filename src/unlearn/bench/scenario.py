@@ -354,6 +354,8 @@ def _parse_methods(raw: dict, source: str) -> list[MethodEntry]:
         label = item.get("label", name)
         if not isinstance(label, str) or not label.strip():
             raise _fail(source, f"{where}: label must be a non-empty string, got {label!r}")
+        if "@" in label:
+            raise _fail(source, f"{where}: label {label!r} must not hold '@' (it marks a part)")
         if label in REFERENCE_ROWS and not (label == "retrain" and name == "retrain"):
             raise _fail(source, f"{where}: label {label!r} is reserved for a reference row")
         entry = MethodEntry(label, name, dict(cfg))
@@ -476,8 +478,17 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
     forget, variants = _parse_variants(raw, source)
     request = _parse_forget({**raw, "forget": forget}, source)
     entries = _parse_methods(raw, source)
+    if "grow" in raw and raw.get("checkpoint") is not None:
+        raise _fail(source, "'grow' trains an original per training-set size: drop 'checkpoint'")
     checkpoint = _parse_checkpoint(raw, source, base_dir)
     attacks = AttackConfig.from_dict(raw.get("attacks"), source)
+    if variants and attacks.active:
+        raise _fail(
+            source,
+            "'attacks' cannot run on a run made of parts ('forget' each or 'grow'): run the "
+            "attacks in a scenario of one part",
+        )
+
     _check_attack_rows(attacks, [e.label for e in entries], request, source)
     name, description, device = common.name, common.description, common.device
     seeds, offset = common.seeds, common.noise_seed_offset
@@ -486,7 +497,13 @@ def parse_scenario(raw: Any, source: str = "<mapping>", base_dir: Path | None = 
         from ..tune import parse_tune
 
         tune = parse_tune(
-            raw["tune"], [e.label for e in entries], seeds, forget.get("kind") == "class", source
+            raw["tune"],
+            [e.label for e in entries],
+            seeds,
+            forget.get("kind") == "class",
+            source,
+            forget=forget,
+            noise_seed_offset=offset,
         )
     return Scenario(
         tune=tune,
