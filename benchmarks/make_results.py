@@ -110,6 +110,47 @@ Model: `{json.dumps(res["model_spec"], sort_keys=True)}`.
 """
 
 
+NOT_RERUN = (
+    "> **Not rerun with the current code.** This section is from an earlier run "
+    "(see its banner or the git history of this file); reproduce it with "
+    "`.venv/bin/python benchmarks/make_results.py --only {name}`.\n"
+)
+
+
+def old_sections() -> dict[str, str]:
+    """The sections of the current docs/results.md, by scenario name (kept when a scenario
+    has no outputs here, with a banner that says it was not rerun)."""
+    path = ROOT / "docs" / "results.md"
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    out = {}
+    parts = text.split("\n## ")
+    for part in parts[1:]:
+        name = part.split("\n", 1)[0].strip()
+        if name not in SCENARIOS:
+            continue
+        body = "## " + part.rstrip() + "\n"
+        if "Not rerun" not in body:
+            head, rest = body.split("\n", 1)
+            body = f"{head}\n\n{NOT_RERUN.format(name=name)}{rest}"
+        out[name] = body
+    return out
+
+
+def tune_sections() -> str:
+    """The report of every `unlearn tune` run under benchmarks/out/tune-*/ (headings demoted)."""
+    folders = sorted(p for p in (HERE / "out").glob("tune-*") if (p / "report.md").is_file())
+    if not folders:
+        return ""
+    text = "\n## unlearn tune runs\n\nEach search's `report.md`, from `benchmarks/out/<folder>/`.\n"
+    for f in folders:
+        rep = (f / "report.md").read_text().replace("\n## ", "\n#### ")
+        rep = rep.replace("# unlearn tune:", f"### `{f.name}`:", 1)
+        text += "\n" + rep
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=None, help="rerun only these scenarios")
@@ -117,17 +158,27 @@ def main() -> None:
     args = ap.parse_args()
     names = [] if args.no_run else (args.only or SCENARIOS)
     results = {}
+    kept: dict[str, str] = {}
+    previous = old_sections()
     for name in SCENARIOS:
         out = HERE / "out" / name / "results.json"
         if name in names:
             results[name] = run(name)
         elif out.exists():
             results[name] = json.loads(out.read_text())
+        elif name in previous:
+            kept[name] = previous[name]
+            print(f"warning: {name} has no results ({out} is missing); its old section is kept")
         else:
             print(f"warning: {name} has no results ({out} is missing); its section is left out")
     if not results:
         raise SystemExit("no scenario has results under benchmarks/out/: run without --no-run")
-    body = "\n".join(section(n, r) for n, r in results.items())
+    body = "\n".join(
+        section(n, results[n]) if n in results else kept[n]
+        for n in SCENARIOS
+        if n in results or n in kept
+    )
+    body += tune_sections()
     versions = next(iter(results.values()))["versions"]
     text = f"""# Benchmark results
 
