@@ -68,8 +68,8 @@ def checks(name: str, res: dict) -> list[str]:
         from unlearn.bench.report import execution_text
 
         lines.append(
-            f"- whole run: {took} on this machine ({res['versions']['platform']}); "
-            + execution_text(res)
+            f"- whole run: {took} on this machine ({res['versions']['platform']})"
+            + (f"; {execution_text(res)}" if execution_text(res) else "")
         )
     return lines
 

@@ -266,6 +266,7 @@ def test_run_certified_tiny_spec_writes_the_results_layout(tmp_path):
         "methods",
         "seeds",
         "about",
+        "execution",
         "versions",
         "total_seconds",
         "rows",

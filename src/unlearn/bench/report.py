@@ -277,11 +277,16 @@ def _seconds(results: dict) -> str:
     return MISSING if total is None else f"{total:.0f} s"
 
 
+def _run_how(results: dict) -> str:
+    text = execution_text(results)
+    return f"; {text}" if text else ""
+
+
 def execution_text(results: dict) -> str:
     """How the run was spread: engine, worker processes, BLAS threads per process."""
     ex = results.get("execution")
     if not ex:
-        return f"{MISSING} (not recorded)"
+        return ""
     workers = ex.get("workers")
     return (
         f"engine `{ex.get('engine')}`, {workers} worker process{'es' if workers != 1 else ''}, "
@@ -350,7 +355,7 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 
 {hp}
 
-Total wall time of the run: {_seconds(results)}; {execution_text(results)}.
+Total wall time of the run: {_seconds(results)}{_run_how(results)}.
 Versions: `{json.dumps(results["versions"], sort_keys=True)}`.
 """
 
@@ -404,7 +409,7 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 <p>{html.escape(results["scenario"].get("description", ""))}</p>
 <p>Request: {html.escape(results["request"])}. Seeds: {results["seeds"]}
 (mean &plusmn; sample standard deviation; {MISSING}: not measured).
-Run: {html.escape(execution_text(results))}.</p>
+{html.escape(_run_how(results).removeprefix("; "))}</p>
 {_html_parts(results)}<table><tr><th>Method</th>{head}</tr>
 {body}</table>
 {judged}{imgs}
