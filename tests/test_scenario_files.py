@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks"
-FILES = sorted(ROOT.rglob("*.yaml"))
+FILES = sorted(p for p in ROOT.rglob("*.yaml") if "out" not in p.relative_to(ROOT).parts)
 
 
 def test_there_are_scenario_files():
@@ -46,7 +46,11 @@ def _labels(raw: dict) -> set[str]:
         return {
             f"{m}@{100 * f:g}%" for f in raw["fractions"] for m in (*REFERENCES, "newton_removal")
         }
-    return {*REFERENCES, *(m.get("label", m["name"]) for m in raw["methods"])}
+    base = {*REFERENCES, *(m.get("label", m["name"]) for m in raw["methods"])}
+    if "grow" in raw:  # one part per size: LABEL@nNfF
+        tags = [f"@n{g['n_train']}f{g['n_forget']}" for g in raw["grow"]]
+        return {f"{b}{t}" for b in base for t in tags}
+    return base
 
 
 def _named_rows(target) -> set[str]:
