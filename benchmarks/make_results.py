@@ -196,6 +196,15 @@ the run's own memory: the peak growth of the process's resident memory above
 its baseline when the run started (`baseline_mem_mb` in `results.json`), not
 the process's total. A value shown as – was not measured for that row.
 
+Each section's "whole run" line says how it ran (engine, worker processes,
+BLAS threads per process) where the run recorded it. Sections without that
+were run before the executor existed: the ones rerun for issue 10 single-
+threaded, two benchmarks at a time (their seconds are 3-7 times those of
+quiet runs; the ratios to the oracle are comparable), the older ones with
+torch's default two threads. The thread count changes the trained models in
+their last digits, and training amplifies that. Sections marked "Not rerun"
+are from earlier code, kept for reference.
+
 Versions: `{json.dumps(versions, sort_keys=True)}`.
 
 {body}"""
