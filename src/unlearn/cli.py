@@ -82,10 +82,10 @@ def _check_writable(out: Path) -> None:
     os.unlink(probe)
 
 
-def check_bench_out(text: str, inputs: list[Path]) -> Path:
-    """The output folder of ``unlearn bench``, refused (with an :class:`UnlearnError`) when
-    it is empty, an existing file, an input or a folder holding one, a folder that holds
-    anything but an earlier run's results, or not writable."""
+def _check_out_folder(text: str, inputs: list[Path], marker: str, what: str) -> Path:
+    """An output folder, refused (with an :class:`UnlearnError`) when it is empty, an
+    existing file, an input or a folder holding one, a folder that holds anything but an
+    earlier output of the same command (it has ``marker``), or not writable."""
     out = _out_path(text)
     try:
         if out.exists() and not out.is_dir():
@@ -93,38 +93,27 @@ def check_bench_out(text: str, inputs: list[Path]) -> Path:
         for p in inputs:
             if _same_file(p, out) or _inside(p, out):
                 raise UnlearnError(f"--out {out} would replace the input {p}")
-        if out.is_dir() and any(out.iterdir()) and not (out / "results.json").is_file():
+        if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
             raise UnlearnError(
-                f"output folder {out} exists and holds files that are not a run's results "
-                "(it has no results.json): give a new folder"
+                f"output folder {out} exists and holds files that are not {what} "
+                f"(it has no {marker}): give a new folder"
             )
         _check_writable(out)
         if out.is_dir():
-            _check_writable(out / "results.json")
+            _check_writable(out / marker)
     except OSError as exc:
         raise UnlearnError(f"cannot use --out {out}: {exc}") from None
     return out
+
+
+def check_bench_out(text: str, inputs: list[Path]) -> Path:
+    """The output folder of ``unlearn bench``: new, or an earlier run's (results.json)."""
+    return _check_out_folder(text, inputs, "results.json", "a run's results")
 
 
 def check_tune_out(text: str, inputs: list[Path]) -> Path:
-    """The output folder of ``unlearn tune``: like ``bench``'s, an earlier search's folder
-    (it has best.yaml) may be replaced."""
-    out = _out_path(text)
-    try:
-        if out.exists() and not out.is_dir():
-            raise UnlearnError(f"output path {out} exists and is not a folder")
-        for p in inputs:
-            if _same_file(p, out) or _inside(p, out):
-                raise UnlearnError(f"--out {out} would replace the input {p}")
-        if out.is_dir() and any(out.iterdir()) and not (out / "best.yaml").is_file():
-            raise UnlearnError(
-                f"output folder {out} exists and holds files that are not a search's results "
-                "(it has no best.yaml): give a new folder"
-            )
-        _check_writable(out)
-    except OSError as exc:
-        raise UnlearnError(f"cannot use --out {out}: {exc}") from None
-    return out
+    """The output folder of ``unlearn tune``: new, or an earlier search's (best.yaml)."""
+    return _check_out_folder(text, inputs, "best.yaml", "a search's results")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

@@ -25,11 +25,7 @@ from ..errors import UnlearnError
 from ..models import build_model
 from ..tasks.classifier import ClassifierTask, TrainRecipe
 
-__all__ = ["ReferenceSet", "train_references", "train_many", "default_workers"]
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+__all__ = ["ReferenceSet", "train_references", "train_many"]
 
 
 @dataclass

@@ -83,6 +83,10 @@ class ClassifierFamily(Family):
         the same training set share the seed's original model."""
         s, task = sc.sc, self.task
         originals: dict = {}
+
+        def factory(k: int):
+            return build_model(self.spec, seed=k)
+
         for variant in self.variants:
             train = subset_train(self.train, variant.n_train)
             request = s.request(seed, variant)
@@ -91,10 +95,6 @@ class ClassifierFamily(Family):
                 originals.clear()  # one original kept at a time
                 originals[variant.n_train] = self._original(s, train, seed)
             original, cost = originals[variant.n_train]
-
-            def factory(k: int):
-                return build_model(self.spec, seed=k)
-
             ctx = UnlearnContext(
                 task=task,
                 split=split,
