@@ -231,12 +231,34 @@ def test_mia_auc_and_privleak_hand_case():
     assert mia_auc([0.9, 0.8], [0.5, 0.1]) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="empty"):
         mia_auc([], [0.1])
-    assert privleak(60.0, 50.0) == pytest.approx(20.0)  # under-unlearned: positive
-    assert privleak(40.0, 50.0) == pytest.approx(-20.0)  # over-unlearned: negative
-    assert privleak(0.6, 0.5) == pytest.approx(20.0)  # fractions give the same value
+    # MUSE's definition, by hand: its AUC labels the forget set 0 and the holdout set 1 on a
+    # membership score, and PrivLeak = (AUC_unlearned - AUC_retrain) / AUC_retrain * 100.
+    # Unlearned model: forget scores [0.9, 0.4], holdout [0.5, 0.1]: conventional AUC 75, so
+    # MUSE's AUC is 25 (of the 4 (holdout, forget) pairs, only 0.5 > 0.4 ranks the holdout
+    # item higher). Retrained model: forget [0.3, 0.6], holdout [0.5, 0.4]: conventional 50,
+    # MUSE's 50. MUSE: (25 - 50) / 50 * 100 = -50 (under-unlearned is negative).
+    from sklearn.metrics import roc_auc_score
+
+    def muse_auc(forget, holdout):
+        return 100 * roc_auc_score([0] * len(forget) + [1] * len(holdout), forget + holdout)
+
+    assert muse_auc([0.9, 0.4], [0.5, 0.1]) == pytest.approx(25.0)
+    assert muse_auc([0.3, 0.6], [0.5, 0.4]) == pytest.approx(50.0)
+    a_u = mia_auc([0.9, 0.4], [0.5, 0.1])
+    a_r = mia_auc([0.3, 0.6], [0.5, 0.4])
+    assert (a_u, a_r) == (pytest.approx(75.0), pytest.approx(50.0))
+    assert privleak(a_u, a_r) == pytest.approx(-50.0)
+    # The case: attack AUCs 80 (unlearned) and 50 (retrained) -> MUSE reports -60.
+    assert privleak(80.0, 50.0) == pytest.approx(-60.0)
+    assert privleak(40.0, 50.0) == pytest.approx(20.0)  # over-unlearned: positive
+    # The denominator is MUSE's (100 - a_retrain), not a_retrain: 70 vs 60 -> -10/40.
+    assert privleak(70.0, 60.0) == pytest.approx(-25.0)
+    assert privleak(100.0, 31.25) == pytest.approx(-100.0)  # doing nothing, fully memorised
     assert privleak(50.0, 50.0) == 0.0
     with pytest.raises(ValueError, match="auc_retrain"):
-        privleak(50.0, 0.0)
+        privleak(50.0, 100.0)
+    with pytest.raises(ValueError, match="percentage"):
+        privleak(150.0, 50.0)
     with pytest.raises(ValueError, match="finite"):
         privleak(float("nan"), 50.0)
 

@@ -412,22 +412,30 @@ def mia_auc(member_scores, nonmember_scores) -> float:
 
 
 def privleak(auc_unlearned: float, auc_retrain: float) -> float:
-    """MUSE PrivLeak (Shi et al. 2024): (AUC_unlearned - AUC_retrain) / AUC_retrain * 100.
+    """MUSE PrivLeak (Shi et al. 2024), in MUSE's own sign and denominator.
 
-    Both AUCs measure how well a membership attack tells the forget set from the holdout set,
-    on the unlearned model and on the model retrained without the forget set; pass them in
-    the same unit (fractions or percent: the ratio is the same). Near 0 is good; large
-    positive means under-unlearned (forget data still looks like members), negative means
-    over-unlearned.
+    Pass both AUCs in percent as :func:`mia_auc` gives them: the forget set labelled as
+    members (1) against the holdout set, on the unlearned model and on the model retrained
+    without the forget set. MUSE's code computes its AUC the other way round (forget set as
+    the negative class), i.e. ``100 - a``, and reports
+    ``(AUC'_unlearned - AUC'_retrain) / AUC'_retrain * 100`` on those, which here is
+    ``(a_retrain - a_unlearned) / (100 - a_retrain) * 100``. OpenUnlearning's ``privleak``
+    makes the same ``1 - x`` flip. Near 0 is good; **negative means under-unlearned** (the
+    forget set still looks like members: doing nothing on a memorised set gives about -100),
+    positive means over-unlearned. Example: attack AUCs 80 (unlearned) and 50 (retrained)
+    give -60.
     """
     a, r = float(auc_unlearned), float(auc_retrain)
     if not (math.isfinite(a) and math.isfinite(r)):
         raise ValueError(f"AUCs must be finite, got {a} and {r}")
     if a < 0 or a > 100:
-        raise ValueError(f"auc_unlearned must lie in [0, 100], got {a}")
-    if r <= 0 or r > 100:
-        raise ValueError(f"auc_retrain must lie in (0, 100], got {r}")
-    return (a - r) / r * 100.0
+        raise ValueError(f"auc_unlearned must be a percentage in [0, 100], got {a}")
+    if r < 0 or r >= 100:
+        raise ValueError(
+            f"auc_retrain must be a percentage in [0, 100), got {r} (at 100 MUSE's "
+            "denominator 100 - auc_retrain is 0)"
+        )
+    return (r - a) / (100.0 - r) * 100.0
 
 
 def perplexity(token_logprobs: Sequence[np.ndarray]) -> float:
