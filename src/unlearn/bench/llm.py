@@ -92,8 +92,8 @@ usual bar is 0.05); model utility is the harmonic mean of answer probability,
 ROUGE-L recall and truth-ratio score on the retain and world-knowledge items.
 Answer accuracy counts greedy answers containing the fact; for the forget set the
 paraphrased questions are asked too. PrivLeak is MUSE's relative Min-K% AUC (forget
-vs never-seen people) against the oracle's: near 0 is right, positive means the
-forget set still looks like training data. `train_state_mb` is gradients plus
+vs never-seen people) against the oracle's, in MUSE's sign: near 0 is right,
+negative means the forget set still looks like training data. `train_state_mb` is gradients plus
 AdamW moments of the trained parameters; `peak_mem_mb` the growth of the process's
 resident memory above its baseline when the run started (`baseline_mem_mb`).
 Seconds exclude evaluation."""
