@@ -54,6 +54,7 @@ LM = {name: {"steps": 3, "lr": 3e-3} for name in [*CLS, "idkpo"]} | {
     "finetune": {"steps": 10, "lr": 1e-2},
     "l1_sparse": {"steps": 10, "lr": 1e-2},
     "neggrad_plus": {"steps": 3, "lr": 3e-3, "alpha": 0.5},
+    "kunbr": {"steps": 3, "lr": 3e-3, "rounds": 2, "blocks": 2},
 }
 CONVEX = {"retrain": {}, "certified_newton": {}}
 FAST = {"classifier": CLS, "causal_lm": LM, "convex": CONVEX}

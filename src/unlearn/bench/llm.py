@@ -10,11 +10,22 @@ A scenario mapping::
     forget: {fraction: 0.1, probe: 0.5}  # of the people (real_facts: of the known facts);
                                      # probe: share of the forget items that only stop runs
     recipe: {epochs: 5, lr: 1.0e-3, batch_size: 8, lora_rank: 16}
-    eval: {retain_items: 16, max_new_tokens: 24}
+    eval: {retain_items: 16, max_new_tokens: 24, blocks: 6}
     seeds: [0]
     methods:
       - {name: npo, steps: 20, lr: 1.0e-5}
       - {label: lune-full, name: lune, lora_rank: 0, lr: 1.0e-5}
+    attacks:
+      relearn: {splits: 5, folds: 2, lrs: [1.0e-5, 1.0e-4], epochs: 3}
+
+``attacks: relearn`` runs the relearning attack of :mod:`unlearn.attacks.relearn` on
+the oracle and every method (or the ``rows`` it names): ``relearn_before_acc``,
+``relearn_answer_acc``, ``relearn_recovery`` and the benign variant's
+``relearn_benign_answer_acc`` / ``relearn_benign_recovery``, with the per-fold and
+per-rate values in each row's ``relearn`` entry. Every row but the original also
+carries ``weight_change``: the relative change ||W - W_original|| / ||W_original|| of
+each block of ``eval.blocks`` contiguous decoder layers (which layers unlearning
+touched: the "cover layer" picture of KUnBR).
 
 **fictitious**: the base model is fine-tuned on every item of the training
 people (``original``); the oracle (``retrain``) is the same recipe on the
@@ -52,14 +63,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks.relearn import RelearnConfig, held_out_accuracy, make_folds, relearn, relearn_metrics
 from ..data.core import split_request
 from ..data.fictitious import QAItem, make_fictitious, world_knowledge
 from ..data.real_facts import real_facts
 from ..errors import ScenarioError, UnlearnError
 from ..methods.base import UnlearnContext, get_method
+from ..methods.llm.kunbr import layer_blocks
 from ..metrics import llm as M
 from ..requests import GroupRequest, SampleRequest
 from ..tasks.causal_lm import REFUSALS, CausalLMTask, LMRecipe, PairData
+from ..validate import dataclass_from_mapping
 from .core import Family, World, register_family, run_parsed, versions
 from .scenario import check_common
 
@@ -118,6 +132,7 @@ class LLMScenario:
     cache_dir: str | None = ".cache/unlearn"
     system_prompt: str | None = None
     probe: float | None = None
+    relearn: RelearnConfig | None = None
     built: list = field(default_factory=list)  # (label, Method) of every entry
     raw: dict = field(default_factory=dict)
 
@@ -139,8 +154,16 @@ _TOP = {
     "cache_dir",
     "system_prompt",
     "targets",
+    "attacks",
 }
-_EVAL = {"retain_items": 16, "max_new_tokens": 24, "batch_size": 16, "perturbed": 3, "mink": 0.2}
+_EVAL = {
+    "retain_items": 16,
+    "max_new_tokens": 24,
+    "batch_size": 16,
+    "perturbed": 3,
+    "mink": 0.2,
+    "blocks": 6,
+}
 
 
 def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
@@ -199,7 +222,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     if set(ev) - set(_EVAL):
         raise fail(f"unknown eval key(s) {sorted(set(ev) - set(_EVAL))}")
     ev = {**_EVAL, **ev}
-    for key in ("retain_items", "max_new_tokens", "batch_size", "perturbed"):
+    for key in ("retain_items", "max_new_tokens", "batch_size", "perturbed", "blocks"):
         if type(ev[key]) is not int or ev[key] < 1:
             raise fail(f"eval {key} must be a positive integer, got {ev[key]!r}")
     if (
@@ -258,6 +281,26 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         built.append((label, method))
     if not methods:
         raise fail("methods must list at least one method")
+    attacks = raw.get("attacks")
+    relearn_cfg = None
+    if attacks is not None:
+        if not isinstance(attacks, dict) or set(attacks) - {"relearn"}:
+            raise fail("attacks takes one key, relearn (a mapping of its settings)")
+        spec = attacks.get("relearn")
+        if isinstance(spec, dict) and isinstance(spec.get("lrs"), list):
+            spec = {**spec, "lrs": tuple(spec["lrs"])}
+        if isinstance(spec, dict) and isinstance(spec.get("rows"), list):
+            spec = {**spec, "rows": tuple(spec["rows"])}
+        try:
+            relearn_cfg = dataclass_from_mapping(RelearnConfig, spec, "attacks relearn")
+        except UnlearnError as exc:
+            raise fail(str(exc)) from None
+        unknown_rows = sorted(set(relearn_cfg.rows) - labels - {"retrain", "oracle_noise"})
+        if unknown_rows:
+            raise fail(
+                f"attacks relearn rows {unknown_rows} are not rows of this scenario (rows: "
+                f"retrain, oracle_noise, {', '.join(sorted(labels))})"
+            )
     return LLMScenario(
         name=str(raw["name"]),
         benchmark=bench,
@@ -265,6 +308,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         data=data,
         fraction=float(frac),
         probe=None if probe is None else float(probe),
+        relearn=relearn_cfg,
         built=built,
         recipe=recipe,
         eval=ev,
@@ -618,6 +662,15 @@ class LLMFamily(Family):
         if probe_items:
             self.info[f"probe_questions_seed{seed}"] = [it.question for it in probe_items]
         state["ev"] = LMEvaluator(task, scored, r_eval, self.world_items, holdout, s.eval)
+        if s.relearn is not None:
+            in_probe = {id(it) for it in probe_items}
+            groups = [it.person_id if self.facts is not None else i for i, it in enumerate(forget)]
+            state["folds"] = make_folds(
+                forget, groups, [id(it) not in in_probe for it in forget], s.relearn, seed
+            )
+            self.info[f"relearn_held_out_questions_seed{seed}"] = [
+                len(f.questions) for f in state["folds"]
+            ]
         negatives = PairData(replacement_answers(forget, retain), name="negatives")
         probe_qs = [it.question for it in probe_items] + [
             it.paraphrased_question for it in probe_items
@@ -640,7 +693,36 @@ class LLMFamily(Family):
         yield World(seed=seed, ctx=ctx, original_cost={"seconds": o_sec}, state=state)
 
     def score(self, sc, world, model, row):
-        return world.state["ev"].score(model)
+        s, st = sc.sc, world.state
+        metrics = world.state["ev"].score(model)
+        if row != "original":
+            st.setdefault("weight_change", {})[row] = weight_change(
+                self.task, world.ctx.original, model, int(s.eval["blocks"])
+            )
+        cfg = s.relearn
+        attacked = cfg is not None and (
+            row in cfg.rows if cfg.rows else row not in ("original", "oracle_noise")
+        )
+        if attacked:
+            if "original_held_out" not in st:
+                st["original_held_out"] = held_out_accuracy(
+                    self.task, world.ctx.original, st["folds"], s.eval
+                )
+            result = relearn(self.task, model, st["folds"], cfg, world.seed, s.eval)
+            extra, details = relearn_metrics(result, st["original_held_out"], cfg)
+            metrics.update(extra)
+            st.setdefault("relearn", {})[row] = details
+        return metrics
+
+    def after_seed(self, sc, world, models, rows):
+        for r in rows:
+            if r["seed"] != world.seed:
+                continue
+            name = r["method"]
+            if name in world.state.get("weight_change", {}):
+                r["weight_change"] = world.state["weight_change"][name]
+            if name in world.state.get("relearn", {}):
+                r["relearn"] = world.state["relearn"][name]
 
     def set_oracle(self, sc, world, oracle, metrics):
         world.state["ev"].set_oracle(metrics)
@@ -675,8 +757,41 @@ class LLMFamily(Family):
             },
             "about": ABOUT_LLM,
             "info": self.info,
+            "attacks": ({"relearn": asdict(s.relearn)} if s.relearn is not None else {}),
             "versions": {**versions(), **_hf_versions()},
         }
+
+
+def weight_change(task: CausalLMTask, original, model, blocks: int) -> dict:
+    """Relative change ||W - W_original|| / ||W_original|| of each block of contiguous
+    decoder layers (input side first) and of the rest (embeddings, final norm, head)."""
+    lo, lm = task.layers(original), task.layers(model)
+    groups = layer_blocks(len(lo), blocks)
+    rel = []
+    with torch.no_grad():
+        for g in groups:
+            num = den = 0.0
+            for i in g:
+                po = dict(lo[i].named_parameters())
+                for name, p in lm[i].named_parameters():
+                    w = po[name].detach().double()
+                    num += float(((p.detach().double() - w) ** 2).sum())
+                    den += float((w**2).sum())
+            rel.append(float(np.sqrt(num / den)) if den > 0 else 0.0)
+        in_layers = {id(p) for layer in lm for p in layer.parameters()}
+        po = dict(original.named_parameters())
+        num = den = 0.0
+        for name, p in model.named_parameters():
+            if id(p) in in_layers or name not in po:
+                continue
+            w = po[name].detach().double()
+            num += float(((p.detach().double() - w) ** 2).sum())
+            den += float((w**2).sum())
+    return {
+        "blocks": [[g[0], g[-1]] for g in groups],
+        "relative": rel,
+        "other": float(np.sqrt(num / den)) if den > 0 else 0.0,
+    }
 
 
 class _LLMRun:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnlearnError
+from .llm_sections import llm_sections
 from .targets import is_reference, target_lines
 
 __all__ = ["write_outputs", "markdown_table", "strict_json", "TABLE_METRICS"]
@@ -66,6 +67,11 @@ TABLE_METRICS = (
     ("forget_quality", "Forget quality", 3),
     ("mink_auc", "Min-K% AUC", 1),
     ("privleak", "PrivLeak", 1),
+    ("relearn_before_acc", "Held-out forget acc", 1),
+    ("relearn_answer_acc", "Relearn acc", 1),
+    ("relearn_recovery", "Recovery", 2),
+    ("relearn_benign_answer_acc", "Benign relearn acc", 1),
+    ("relearn_benign_recovery", "Benign recovery", 2),
     ("fluency_ppl", "Fluency PPL", 1),
     ("challenge_score", "Challenge score", 3),
     ("epsilon", "epsilon", 3),
@@ -338,6 +344,7 @@ def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
     )
     probes = _probe_section(results)
     parts = parts_section(results)
+    lm = llm_sections(results)
     return f"""# {results["scenario_name"]}
 
 {results["scenario"].get("description", "").strip()}
@@ -351,7 +358,7 @@ Training recipe (original and oracle): `{json.dumps(results["train_recipe"], sor
 {parts}{markdown_table(results)}
 
 {figures}
-{judged}{probes}## Hyperparameters
+{judged}{lm}{probes}## Hyperparameters
 
 {hp}
 
@@ -374,6 +381,39 @@ def _html_parts(results: dict) -> str:
         out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
     intro = next((ln for ln in text.splitlines() if ln and not ln.startswith(("|", "#"))), "")
     return f"<p>{html.escape(intro)}</p>\n<table>{''.join(out)}</table>\n<p>Every row:</p>\n"
+
+
+def _md_to_html(text: str) -> str:
+    """The few Markdown shapes the family sections use (## headings, tables, bullets,
+    paragraphs) as HTML."""
+    out: list[str] = []
+    table: list[str] = []
+
+    def flush() -> None:
+        if table:
+            body = []
+            for i, ln in enumerate(table):
+                if i == 1:
+                    continue
+                tag = "th" if i == 0 else "td"
+                cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+                body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells))
+            out.append("<table>" + "</tr>".join(body) + "</tr></table>")
+            table.clear()
+
+    for ln in text.splitlines():
+        if ln.startswith("|"):
+            table.append(ln)
+            continue
+        flush()
+        if ln.startswith("## "):
+            out.append(f"<h2>{html.escape(ln[3:])}</h2>")
+        elif ln.startswith("- "):
+            out.append(f"<p>&bull; {html.escape(ln[2:])}</p>")
+        elif ln.strip():
+            out.append(f"<p>{html.escape(ln)}</p>")
+    flush()
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def _html(results: dict, images: list[str], folder: Path, targets: list[str]) -> str:
@@ -412,7 +452,7 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 {html.escape(_run_how(results).removeprefix("; "))}</p>
 {_html_parts(results)}<table><tr><th>Method</th>{head}</tr>
 {body}</table>
-{judged}{imgs}
+{judged}{_md_to_html(llm_sections(results))}{imgs}
 <pre>{html.escape(json.dumps(results["methods"], indent=1, sort_keys=True))}</pre>
 </body></html>
 """

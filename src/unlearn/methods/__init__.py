@@ -43,6 +43,7 @@ _MODULES = (
     "amun",
     "trw",
     "llm.lune",
+    "llm.kunbr",
     "certified",
 )
 _loaded = False

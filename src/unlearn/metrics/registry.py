@@ -3,7 +3,8 @@
 A metric declares the families that compute it, what its computation needs
 (``outputs`` of the model on the forget/retain/test data, the ``oracle``,
 ``reference`` models trained for an attack, ``holdout`` items never trained on,
-``generation`` of answers, or the run's ``cost``), its unit and which direction
+``generation`` of answers, an ``attack`` that fine-tunes copies of the model, or the
+run's ``cost``), its unit and which direction
 is good (``higher``, ``lower``, ``oracle``: closest to the oracle's value, or
 ``none`` for a descriptive quantity). The one runner checks every row against
 the registry, so a family cannot emit an undeclared metric, and the reports and
@@ -20,7 +21,7 @@ from ..errors import UnlearnError
 
 __all__ = ["MetricSpec", "METRICS", "register_metric", "declare_for", "check_rows", "NEEDS"]
 
-NEEDS = ("outputs", "oracle", "reference", "holdout", "generation", "cost")
+NEEDS = ("outputs", "oracle", "reference", "holdout", "generation", "attack", "cost")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,46 @@ for key, about in [
     _add(key, [LLM], ["outputs", "holdout"], "%", "oracle", about)
 _add("privleak", [LLM], ["outputs", "holdout", "oracle"], "%", "oracle", "MUSE PrivLeak")
 _add("fluency_ppl", [LLM], ["outputs"], "", "lower", "perplexity on held-out prose")
+_add(
+    "relearn_before_acc",
+    [LLM],
+    ["generation"],
+    "%",
+    "lower",
+    "held-out forget answers, before the relearning attack",
+)
+_add(
+    "relearn_answer_acc",
+    [LLM],
+    ["generation", "attack"],
+    "%",
+    "lower",
+    "held-out forget answers after the relearning attack",
+)
+_add(
+    "relearn_recovery",
+    [LLM],
+    ["generation", "attack"],
+    "",
+    "lower",
+    "share of what unlearning removed that the attack brings back",
+)
+_add(
+    "relearn_benign_answer_acc",
+    [LLM],
+    ["generation", "attack"],
+    "%",
+    "lower",
+    "forget answers after fine-tuning on 10 unrelated pairs",
+)
+_add(
+    "relearn_benign_recovery",
+    [LLM],
+    ["generation", "attack"],
+    "",
+    "lower",
+    "recovery after the benign fine-tuning",
+)
 
 # -- certified removal ------------------------------------------------------------------
 _add("delta", [CVX], [], "", "none", "the certificate's delta")

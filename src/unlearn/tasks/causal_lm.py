@@ -214,7 +214,16 @@ class CausalLMTask(Task):
     family = "causal_lm"
     recipe_type = LMRecipe
     provides = frozenset(
-        {"logprob", "kl", "alternatives:refusal", "fit", "membership", "lora", "generate"}
+        {
+            "logprob",
+            "kl",
+            "alternatives:refusal",
+            "fit",
+            "membership",
+            "lora",
+            "generate",
+            "layers",
+        }
     )
 
     def __init__(
@@ -316,6 +325,19 @@ class CausalLMTask(Task):
     def membership_scores(self, model: nn.Module, data) -> np.ndarray:
         """Mean answer-token negative log-likelihood of each pair."""
         return -self.score(model, list(data)).means
+
+    @staticmethod
+    def layers(model: nn.Module) -> list[nn.Module]:
+        """The decoder blocks of a Llama-style Hugging Face model, input side first
+        (``model.model.layers``; under ``peft`` the wrapped model's)."""
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        blocks = getattr(getattr(inner, "model", None), "layers", None)
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+            raise UnlearnError(
+                f"{type(inner).__name__} has no decoder layers at .model.layers (a Llama-style "
+                "causal LM is needed)"
+            )
+        return list(blocks)
 
     def lora(self, model: nn.Module, rank: int, alpha: float, targets: Sequence[str]):
         return lora_wrap(model, rank, alpha, targets or LORA_TARGETS)
