@@ -160,3 +160,23 @@ def _pid(_item) -> int:
     import os
 
     return os.getpid()
+
+
+def test_llm_seeds_in_worker_processes_give_the_same_rows_and_info(tmp_path):
+    """A language-model scenario's seeds run in parallel workers; the numbers and the
+    per-seed info (forgotten people, probe questions) come back as in one process."""
+    from .test_llm_bench import TINY as LM_TINY
+
+    raw = {**LM_TINY, "seeds": [0, 1], "methods": LM_TINY["methods"][:1]}
+    scenario = tmp_path / "lm.yaml"
+    scenario.write_text(yaml.safe_dump(raw))
+    docs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"lm{workers}"
+        args = ["bench", str(scenario), "--out", str(out), "--quiet", "--workers", workers]
+        assert main(args) == 0
+        docs[workers] = json.loads((out / "results.json").read_text())
+    assert docs["2"]["execution"]["workers"] == 2
+    assert _numbers(docs["1"]) == _numbers(docs["2"])
+    assert docs["1"]["info"] == docs["2"]["info"]
+    assert {"forget_people_seed0", "forget_people_seed1"} <= set(docs["2"]["info"])

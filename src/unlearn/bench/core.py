@@ -204,6 +204,14 @@ class Family:
     def tick_text(self, row: str, metrics: dict) -> str:
         return ""
 
+    def seed_info(self) -> dict:
+        """What a worker process's run of one seed adds to the document's ``info`` (sent
+        back to the parent, which merges it with :meth:`merge_seed_info`)."""
+        return {}
+
+    def merge_seed_info(self, info: dict) -> None:
+        """Take in a worker's :meth:`seed_info`."""
+
     # -- the document -------------------------------------------------------------------
     def document(self, sc: Any) -> dict:
         """The results document's keys besides rows, summary, versions and timing."""
@@ -302,8 +310,9 @@ def run_parsed(
                 for k in range(per_seed):
                     tick(f"seed {sc.seeds[i]} done" if k == per_seed - 1 else f"seed {sc.seeds[i]}")
 
-            for seed_rows in Executor(execution).map(_seed_job, jobs, on_done=seed_done):
+            for seed_rows, info in Executor(execution).map(_seed_job, jobs, on_done=seed_done):
                 rows += seed_rows
+                fam.merge_seed_info(info)
         else:
             for seed in sc.seeds:
                 for world in fam.worlds(sc, seed):
@@ -321,8 +330,9 @@ def run_parsed(
     }
 
 
-def _seed_job(job: tuple) -> list[dict]:
-    """One seed of a scenario in a worker process: parse, set up and run its worlds."""
+def _seed_job(job: tuple) -> tuple[list[dict], dict]:
+    """One seed of a scenario in a worker process: parse, set up and run its worlds;
+    returns the rows and the family's :meth:`Family.seed_info`."""
     raw, source, base_dir, seed, cwd = job
     os.chdir(cwd)  # relative paths (data, checkpoints, caches) as in the parent
     fam = family_for(raw, source)
@@ -332,7 +342,7 @@ def _seed_job(job: tuple) -> list[dict]:
         fam.setup(sc, lambda msg: None)
         for world in fam.worlds(sc, seed):
             rows += _run_world(fam, sc, world, lambda msg: None)
-    return rows
+    return rows, fam.seed_info()
 
 
 def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) -> list[dict]:

@@ -579,6 +579,7 @@ class LLMFamily(Family):
     task_family = "causal_lm"
     keep_models = False
     has_oracle = False  # only the fictitious benchmark has one: its world holds it
+    parallel_seeds = True  # each worker loads the base model and fine-tunes (or reads the cache)
 
     def parse(self, raw, source, base_dir):
         return _LLMRun(parse_llm(raw, source))
@@ -728,6 +729,12 @@ class LLMFamily(Family):
         world.state["ev"].set_oracle(metrics)
         # the oracle against itself is 1 and 0 by construction: not measured, so missing
         metrics.update(forget_quality=None, privleak=None)
+
+    def seed_info(self):
+        return dict(self.info)
+
+    def merge_seed_info(self, info):
+        self.info.update(info)
 
     def tick_text(self, row, m):
         fq, mu = m.get("forget_quality"), m.get("model_utility")
