@@ -20,6 +20,8 @@ Capabilities (the names methods may require):
   for loss-based membership attacks.
 - ``reinit``: :meth:`fresh_model`, an untrained copy of a model's architecture.
 - ``lora``: :meth:`lora` wraps a model in fresh LoRA adapters (``peft``).
+- ``layers``: ``layers(model)``, the model's stack of blocks (decoder layers), input
+  side first, for methods that work block by block (KUnBR).
 - ``classes``: a classifier over a fixed label set (``num_classes``, ``logits``,
   ``loss(model, x, y)``), for methods that only make sense on one (SCRUB, Fisher,
   AMUN, TRW, the influence step).
