@@ -30,6 +30,7 @@ SCENARIOS = [
     "mnist1d-class-all",
     "mnist1d-cost-growth",
     "digits-certified",
+    "smollm2-fictitious-relearn",
     "smollm2-fictitious-forget10",
     "smollm2-lune-vs-full",
     "smollm2-real-facts",
@@ -75,6 +76,7 @@ def checks(name: str, res: dict) -> list[str]:
 
 
 def section(name: str, res: dict) -> str:
+    from unlearn.bench.llm_sections import llm_sections
     from unlearn.bench.report import markdown_table, parts_section
 
     desc = " ".join(res["scenario"].get("description", "").split())
@@ -96,6 +98,7 @@ Targets:
 
 {chr(10).join(checks(name, res))}
 
+{llm_sections(res).replace(chr(10) + "## ", chr(10) + "### ").replace("## ", "### ", 1)}
 <details><summary>Hyperparameters of every row</summary>
 
 Training recipe of the original model and the oracle:
