@@ -153,3 +153,17 @@ def test_attack_report_sections(attacked, tmp_path):
     assert "KUnBR" in md
     page = (tmp_path / "r" / "report.html").read_text()
     assert "<h2>Relearning attack</h2>" in page and "<h2>KUnBR blocks</h2>" in page
+
+
+def test_results_md_section_carries_the_attack_tables(attacked, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "make_results.py"
+    spec = importlib.util.spec_from_file_location("make_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "checks", lambda name, res: ["- (targets)"])
+    text = mod.section("tiny", attacked)
+    assert "\n### Relearning attack\n" in text and "\n### KUnBR blocks\n" in text
+    assert "\n## " not in text.split("\n", 1)[1]  # one section per scenario in results.md
