@@ -202,3 +202,29 @@ def test_step_schedule_decays_the_rate_tenfold_every_epoch():
         sched.step()
     assert rates[0] == rates[9] == 0.01
     assert abs(rates[10] - 0.001) < 1e-12 and abs(rates[29] - 0.0001) < 1e-12
+
+
+def test_shared_search_reuses_the_search_and_changes_no_result(digits_small, trained_tiny):
+    """Within shared_adversarial_search, AMUN rows that search the same weights for the
+    same forget samples with the same options reuse one search: same weights out as
+    without the cache; outside the block every run searches again."""
+    train, _ = digits_small
+    paired = get_method("amun", CFG)
+    union = get_method("amun", {**CFG, "batching": "union"})
+    plain_p, rec_p = paired.run(trained_tiny, _ctx(train, trained_tiny))
+    plain_u, _ = union.run(trained_tiny, _ctx(train, trained_tiny))
+    assert "search_cached" not in rec_p.extra
+    with amun_module.shared_adversarial_search():
+        first, r1 = paired.run(trained_tiny, _ctx(train, trained_tiny))
+        second, r2 = union.run(trained_tiny, _ctx(train, trained_tiny))
+        other_seed, r3 = union.run(
+            trained_tiny, _ctx(train, trained_tiny, SampleRequest(fraction=0.1, seed=1))
+        )
+    assert "search_cached" not in r1.extra and r2.extra["search_cached"] == 1
+    assert r2.extra["search_seconds"] == 0.0 and r2.extra["eps_mean"] == r1.extra["eps_mean"]
+    assert "search_cached" not in r3.extra  # another forget set: a new search
+    assert torch.equal(weights(first), weights(plain_p))
+    assert torch.equal(weights(second), weights(plain_u))
+    again, r4 = union.run(trained_tiny, _ctx(train, trained_tiny))  # the block is over
+    assert "search_cached" not in r4.extra and torch.equal(weights(again), weights(plain_u))
+    assert amun_module._CACHE is None

@@ -32,6 +32,7 @@ from ..attacks import mia
 from ..attacks.reference import ReferenceSet, train_many, train_references
 from ..data.core import ArrayData, Split, split_request
 from ..errors import ScenarioError
+from ..methods.amun import shared_adversarial_search
 from ..methods.base import Method, UnlearnContext
 from ..models import build_model
 from ..requests import ClassRequest, SampleRequest
@@ -230,9 +231,11 @@ class AttackSuite:
                 by_label[label].update(self._rmia(model, *targets))
         if self.cfg.ulira:
             labels = list(models) if self.cfg.ulira is True else self.cfg.ulira
-            for label in labels:
-                by_label[label].update(self._ulira(label, seed, models[label], *targets))
-                self.say(f"seed {seed}: U-LiRA {label} {by_label[label]['ulira_auc']:.1f}")
+            # AMUN rows unlearn the same references with the same search: one search each
+            with shared_adversarial_search():
+                for label in labels:
+                    by_label[label].update(self._ulira(label, seed, models[label], *targets))
+                    self.say(f"seed {seed}: U-LiRA {label} {by_label[label]['ulira_auc']:.1f}")
         if self.cfg.mia_nn:
             self._mia_nn(seed, split, request, original, models, by_label)
         if self.cfg.challenge_rows:
