@@ -167,3 +167,34 @@ def test_results_md_section_carries_the_attack_tables(attacked, monkeypatch):
     text = mod.section("tiny", attacked)
     assert "\n### Relearning attack\n" in text and "\n### KUnBR blocks\n" in text
     assert "\n## " not in text.split("\n", 1)[1]  # one section per scenario in results.md
+
+
+def test_weight_change_by_hand():
+    import copy
+
+    import torch
+
+    from unlearn.bench.llm import weight_change
+    from unlearn.models.hf import tiny_llama, tiny_tokenizer
+    from unlearn.tasks import CausalLMTask
+
+    tok = tiny_tokenizer(["a b c", "d e f"])
+    task = CausalLMTask(tok)
+    original = tiny_llama(tok, layers=3)
+    model = copy.deepcopy(original)
+    with torch.no_grad():
+        for p in task.layers(model)[2].parameters():
+            p.mul_(1.1)  # ||1.1 W - W|| / ||W|| = 0.1 for the last layer's block
+    wc = weight_change(task, original, model, blocks=3)
+    assert wc["blocks"] == [[0, 0], [1, 1], [2, 2]]
+    assert wc["relative"][:2] == [0.0, 0.0] and wc["relative"][2] == pytest.approx(0.1)
+    assert wc["other"] == 0.0
+    two = weight_change(task, original, model, blocks=2)  # layers 0-1 and 2
+    assert two["blocks"] == [[0, 1], [2, 2]] and two["relative"] == [0.0, pytest.approx(0.1)]
+    with torch.no_grad():
+        for p in task.layers(model)[1].parameters():
+            p.mul_(1.2)  # block 0-1: sqrt(0.2^2 ||W1||^2 / (||W0||^2 + ||W1||^2))
+    n0 = sum(float((p**2).sum()) for p in task.layers(original)[0].parameters())
+    n1 = sum(float((p**2).sum()) for p in task.layers(original)[1].parameters())
+    got = weight_change(task, original, model, blocks=2)["relative"][0]
+    assert got == pytest.approx((0.04 * n1 / (n0 + n1)) ** 0.5)
