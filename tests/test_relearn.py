@@ -194,7 +194,7 @@ def test_weight_change_by_hand():
     with torch.no_grad():
         for p in task.layers(model)[1].parameters():
             p.mul_(1.2)  # block 0-1: sqrt(0.2^2 ||W1||^2 / (||W0||^2 + ||W1||^2))
-    n0 = sum(float((p**2).sum()) for p in task.layers(original)[0].parameters())
-    n1 = sum(float((p**2).sum()) for p in task.layers(original)[1].parameters())
+    n0 = sum(float((p.detach() ** 2).sum()) for p in task.layers(original)[0].parameters())
+    n1 = sum(float((p.detach() ** 2).sum()) for p in task.layers(original)[1].parameters())
     got = weight_change(task, original, model, blocks=2)["relative"][0]
     assert got == pytest.approx((0.04 * n1 / (n0 + n1)) ** 0.5)
