@@ -22,7 +22,7 @@ LM_METHODS = sorted(
 )
 # methods whose budget is the shared loop's `steps` alone and that take LoRA (kunbr adds its
 # re-insertion rounds and refuses LoRA: tests/test_kunbr.py)
-LOOP_METHODS = [n for n in LM_METHODS if n != "kunbr"]
+LOOP_METHODS = [n for n in LM_METHODS if n not in ("kunbr", "r2f")]
 
 
 def lm_context(task, forget, retain, original, seed=0, negatives=None, probe=None, request=None):

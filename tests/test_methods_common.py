@@ -55,6 +55,8 @@ LM = {name: {"steps": 3, "lr": 3e-3} for name in [*CLS, "idkpo"]} | {
     "l1_sparse": {"steps": 10, "lr": 1e-2},
     "neggrad_plus": {"steps": 3, "lr": 3e-3, "alpha": 0.5},
     "kunbr": {"steps": 3, "lr": 3e-3, "rounds": 2, "blocks": 2},
+    # its decoder fitted on a copy of the target itself (tests only): tests/test_r2f.py
+    "r2f": {"steps": 3, "lr": 0.05, "lora_rank": 4, "fit_batches": 4, "proxy": "self_copy"},
 }
 CONVEX = {"retrain": {}, "certified_newton": {}}
 FAST = {"classifier": CLS, "causal_lm": LM, "convex": CONVEX}

@@ -44,6 +44,7 @@ _MODULES = (
     "trw",
     "llm.lune",
     "llm.kunbr",
+    "llm.r2f",
     "certified",
 )
 _loaded = False

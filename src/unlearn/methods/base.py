@@ -111,6 +111,8 @@ class UnlearnContext:
     (``target_forget_acc``); its time is not counted as the method's. A benchmark
     must build it from items that are not scored. ``alternatives`` holds alternative
     targets aligned with the forget set (e.g. ``{"replace": PairData}`` for LUNE).
+    ``proxies`` holds auxiliary models a method may compute with in place of the
+    target (e.g. ``{"proxy": base_model}`` for R2F's gradient decoder); never changed.
     """
 
     task: Task
@@ -122,6 +124,7 @@ class UnlearnContext:
     model_factory: Callable[[int], Any] | None = None
     probe: Callable[[Any], float] | None = None
     alternatives: dict[str, Any] = field(default_factory=dict)
+    proxies: dict[str, Any] = field(default_factory=dict)
 
     @property
     def forget(self) -> Any:
