@@ -75,8 +75,18 @@ def checks(name: str, res: dict) -> list[str]:
     return lines
 
 
-def section(name: str, res: dict) -> str:
+def _family_sections(res: dict) -> str:
+    """The LM sections (relearning attack, weight change, KUnBR blocks) one heading level
+    down, under the scenario's own heading; empty where the run has none."""
     from unlearn.bench.llm_sections import llm_sections
+
+    text = llm_sections(res)
+    if not text:
+        return ""
+    return "\n" + ("\n" + text).replace("\n## ", "\n### ").lstrip("\n")
+
+
+def section(name: str, res: dict) -> str:
     from unlearn.bench.report import markdown_table, parts_section
 
     desc = " ".join(res["scenario"].get("description", "").split())
@@ -97,8 +107,7 @@ standard deviation over seeds.
 Targets:
 
 {chr(10).join(checks(name, res))}
-
-{llm_sections(res).replace(chr(10) + "## ", chr(10) + "### ").replace("## ", "### ", 1)}
+{_family_sections(res)}
 <details><summary>Hyperparameters of every row</summary>
 
 Training recipe of the original model and the oracle:
