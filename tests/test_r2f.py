@@ -277,3 +277,24 @@ def test_bad_options_are_named():
     ]:
         with pytest.raises(UnlearnError, match=field):
             R2FConfig(**opts)
+
+
+def test_r2f_runs_in_the_llm_bench_with_the_base_model_as_proxy():
+    """In a fictitious-facts scenario the pretrained base is R2F's proxy and the forget
+    items' paraphrased questions its paraphrases; its cosines and its count of full
+    weight gradients on the target are metrics of its row."""
+    import json as _json
+
+    from unlearn.bench.llm import run_llm
+
+    from .test_llm_bench import TINY
+
+    sc = _json.loads(_json.dumps(TINY))
+    sc["methods"] = [{"name": "r2f", "steps": 2, "lr": 0.05, "fit_batches": 4}]
+    res = run_llm(sc)
+    row = next(r for r in res["rows"] if r["method"] == "r2f")
+    m = row["metrics"]
+    assert m["full_grad_evals"] == 0
+    assert -1 <= m["decoded_cosine"] <= 1 and -1 <= m["decoded_cosine_pinv"] <= 1
+    assert row["record"]["extra"]["prompts_per_forget_item"] == 2  # question + paraphrase
+    assert "weight_change" in row

@@ -682,6 +682,9 @@ class LLMFamily(Family):
             gen = task.generate(m, qs, int(s.eval["max_new_tokens"]), int(s.eval["batch_size"]))
             return M.answer_accuracy(gen, keys)
 
+        # R2F's proxy is the pretrained base of the fine-tuned target (real facts: the base
+        # is the target itself, so there is no proxy and r2f refuses to run)
+        proxies = {"proxy": self.base} if self.facts is not None else {}
         ctx = UnlearnContext(
             task=task,
             split=split,
@@ -689,7 +692,11 @@ class LLMFamily(Family):
             original=original,
             seed=seed,
             probe=probe if probe_items else None,
-            alternatives={"replace": negatives},
+            alternatives={
+                "replace": negatives,
+                "paraphrases": [(it.paraphrased_question, it.answer) for it in forget],
+            },
+            proxies=proxies,
         )
         yield World(seed=seed, ctx=ctx, original_cost={"seconds": o_sec}, state=state)
 
@@ -719,6 +726,13 @@ class LLMFamily(Family):
         for r in rows:
             if r["seed"] != world.seed:
                 continue
+            extra = (r.get("record") or {}).get("extra", {})
+            if "full_grad_evals" in extra:  # R2F: what its decoder reached, and at what cost
+                r["metrics"]["full_grad_evals"] = extra["full_grad_evals"]
+                cos = extra.get("cosine", {})
+                decoder = r["record"]["config"].get("decoder", "ridge")
+                r["metrics"]["decoded_cosine"] = cos.get(decoder, {}).get("median")
+                r["metrics"]["decoded_cosine_pinv"] = cos.get("pinv", {}).get("median")
             name = r["method"]
             if name in world.state.get("weight_change", {}):
                 r["weight_change"] = world.state["weight_change"][name]

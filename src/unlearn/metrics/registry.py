@@ -118,6 +118,9 @@ for key, about in [
     _add(key, [LLM], ["outputs", "holdout"], "%", "oracle", about)
 _add("privleak", [LLM], ["outputs", "holdout", "oracle"], "%", "oracle", "MUSE PrivLeak")
 _add("fluency_ppl", [LLM], ["outputs"], "", "lower", "perplexity on held-out prose")
+_add("decoded_cosine", [LLM], [], "", "higher", "R2F: median decoded-vs-true gradient cosine")
+_add("decoded_cosine_pinv", [LLM], [], "", "higher", "R2F: the same for the pseudo-inverse")
+_add("full_grad_evals", [LLM], ["cost"], "", "lower", "R2F: full weight gradients on the target")
 _add(
     "relearn_before_acc",
     [LLM],
