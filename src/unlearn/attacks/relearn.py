@@ -140,19 +140,32 @@ def make_folds(
     return folds
 
 
-def _accuracy(task, model, questions: list[str], keys: list[str], ev: dict) -> float:
+def _hits(task, model, questions: list[str], keys: list[str], ev: dict) -> list[bool]:
     from ..metrics import llm as M
 
     gen = task.generate(model, questions, int(ev["max_new_tokens"]), int(ev["batch_size"]))
-    return M.answer_accuracy(gen, keys)
+    return [M.greedy_answer_correct(g, k) for g, k in zip(gen, keys, strict=True)]
+
+
+def _accuracy(task, model, questions: list[str], keys: list[str], ev: dict) -> float:
+    """Share (percent) of greedy answers containing their key, as ``answer_accuracy``."""
+    return 100.0 * float(np.mean(_hits(task, model, questions, keys, ev)))
+
+
+def _all_questions(folds: list[Fold]) -> tuple[list[str], list[str]]:
+    """Every fold's held-out questions and keys, in fold order."""
+    return [q for f in folds for q in f.questions], [k for f in folds for k in f.keys]
 
 
 def held_out_accuracy(task, model, folds: list[Fold], ev: dict) -> dict:
-    """The model's accuracy on every fold's held-out questions, and on all of them."""
-    per = [_accuracy(task, model, f.questions, f.keys, ev) for f in folds]
-    qs = [q for f in folds for q in f.questions]
-    ks = [k for f in folds for k in f.keys]
-    return {"folds": per, "all": _accuracy(task, model, qs, ks, ev)}
+    """The model's accuracy on every fold's held-out questions, and on all of them (the
+    folds' splits are disjoint: each question is answered once)."""
+    hits = [_hits(task, model, f.questions, f.keys, ev) for f in folds]
+    every = [h for fold in hits for h in fold]
+    return {
+        "folds": [100.0 * float(np.mean(h)) for h in hits],
+        "all": 100.0 * float(np.mean(every)),
+    }
 
 
 def _trainable_copy(model):
@@ -168,8 +181,7 @@ def relearn(task, model, folds: list[Fold], cfg: RelearnConfig, seed: int, ev: d
     before = held_out_accuracy(task, model, folds, ev)
     after: dict[str, list[float]] = {}
     benign: dict[str, float] = {}
-    qs = [q for f in folds for q in f.questions]
-    ks = [k for f in folds for k in f.keys]
+    qs, ks = _all_questions(folds)
     for j, lr in enumerate(cfg.lrs):
         accs = []
         for fold in folds:
@@ -198,13 +210,18 @@ def _recovery(after: float, before: float, original: float, min_gap: float) -> f
     return (after - before) / gap
 
 
+def _best_rate(acc: dict[str, float]) -> str:
+    """The attacker's learning rate: the highest accuracy (ties: the smaller rate)."""
+    return max(acc, key=lambda lr: (acc[lr], -float(lr)))
+
+
 def relearn_metrics(result: dict, original: dict, cfg: RelearnConfig) -> tuple[dict, dict]:
     """``(metrics, details)`` of one attacked row; ``original`` is the original model's
     :func:`held_out_accuracy` on the same folds (the accuracy before unlearning)."""
     before = float(np.mean(result["before"]["folds"]))
     orig = float(np.mean(original["folds"]))
     means = {lr: float(np.mean(v)) for lr, v in result["after"].items()}
-    best = max(means, key=lambda lr: (means[lr], -float(lr)))
+    best = _best_rate(means)
     metrics = {
         "relearn_before_acc": before,
         "relearn_answer_acc": means[best],
@@ -218,7 +235,7 @@ def relearn_metrics(result: dict, original: dict, cfg: RelearnConfig) -> tuple[d
     }
     if result["benign"]:
         b_before, b_orig = result["before"]["all"], original["all"]
-        b_best = max(result["benign"], key=lambda lr: (result["benign"][lr], -float(lr)))
+        b_best = _best_rate(result["benign"])
         metrics["relearn_benign_answer_acc"] = result["benign"][b_best]
         metrics["relearn_benign_recovery"] = _recovery(
             result["benign"][b_best], b_before, b_orig, cfg.min_gap

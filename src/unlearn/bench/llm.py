@@ -286,13 +286,10 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     if attacks is not None:
         if not isinstance(attacks, dict) or set(attacks) - {"relearn"}:
             raise fail("attacks takes one key, relearn (a mapping of its settings)")
-        spec = attacks.get("relearn")
-        if isinstance(spec, dict) and isinstance(spec.get("lrs"), list):
-            spec = {**spec, "lrs": tuple(spec["lrs"])}
-        if isinstance(spec, dict) and isinstance(spec.get("rows"), list):
-            spec = {**spec, "rows": tuple(spec["rows"])}
-        try:
-            relearn_cfg = dataclass_from_mapping(RelearnConfig, spec, "attacks relearn")
+        try:  # lists (lrs, rows) become tuples in the config's own field check
+            relearn_cfg = dataclass_from_mapping(
+                RelearnConfig, attacks.get("relearn"), "attacks relearn"
+            )
         except UnlearnError as exc:
             raise fail(str(exc)) from None
         unknown_rows = sorted(set(relearn_cfg.rows) - labels - {"retrain", "oracle_noise"})
@@ -783,36 +780,36 @@ class LLMFamily(Family):
         }
 
 
+def _relative_change(pairs) -> float:
+    """sqrt(sum ||W - W_original||^2 / sum ||W_original||^2) over ``(W, W_original)``."""
+    num = den = 0.0
+    for p, w in pairs:
+        w = w.detach().double()
+        num += float(((p.detach().double() - w) ** 2).sum())
+        den += float((w**2).sum())
+    return float(np.sqrt(num / den)) if den > 0 else 0.0
+
+
 def weight_change(task: CausalLMTask, original, model, blocks: int) -> dict:
     """Relative change ||W - W_original|| / ||W_original|| of each block of contiguous
     decoder layers (input side first) and of the rest (embeddings, final norm, head)."""
     lo, lm = task.layers(original), task.layers(model)
     groups = layer_blocks(len(lo), blocks)
-    rel = []
+
+    def layer_pairs(i: int):
+        po = dict(lo[i].named_parameters())
+        return ((p, po[name]) for name, p in lm[i].named_parameters())
+
     with torch.no_grad():
-        for g in groups:
-            num = den = 0.0
-            for i in g:
-                po = dict(lo[i].named_parameters())
-                for name, p in lm[i].named_parameters():
-                    w = po[name].detach().double()
-                    num += float(((p.detach().double() - w) ** 2).sum())
-                    den += float((w**2).sum())
-            rel.append(float(np.sqrt(num / den)) if den > 0 else 0.0)
+        rel = [_relative_change(pair for i in g for pair in layer_pairs(i)) for g in groups]
         in_layers = {id(p) for layer in lm for p in layer.parameters()}
         po = dict(original.named_parameters())
-        num = den = 0.0
-        for name, p in model.named_parameters():
-            if id(p) in in_layers or name not in po:
-                continue
-            w = po[name].detach().double()
-            num += float(((p.detach().double() - w) ** 2).sum())
-            den += float((w**2).sum())
-    return {
-        "blocks": [[g[0], g[-1]] for g in groups],
-        "relative": rel,
-        "other": float(np.sqrt(num / den)) if den > 0 else 0.0,
-    }
+        other = _relative_change(
+            (p, po[name])
+            for name, p in model.named_parameters()
+            if id(p) not in in_layers and name in po
+        )
+    return {"blocks": [[g[0], g[-1]] for g in groups], "relative": rel, "other": other}
 
 
 class _LLMRun:

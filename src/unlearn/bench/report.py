@@ -375,15 +375,21 @@ def _html_parts(results: dict) -> str:
     text = parts_section(results)
     if not text:
         return ""
-    out, rows = [], [ln for ln in text.splitlines() if ln.startswith("|")]
-    for i, ln in enumerate(rows):
+    table = _html_table([ln for ln in text.splitlines() if ln.startswith("|")])
+    intro = next((ln for ln in text.splitlines() if ln and not ln.startswith(("|", "#"))), "")
+    return f"<p>{html.escape(intro)}</p>\n{table}\n<p>Every row:</p>\n"
+
+
+def _html_table(lines: list[str]) -> str:
+    """The lines of one Markdown table (header, separator, rows) as an HTML table."""
+    out = []
+    for i, ln in enumerate(lines):
         if i == 1:
             continue  # the Markdown separator line
         cells = [c.strip() for c in ln.strip().strip("|").split("|")]
         tag = "th" if i == 0 else "td"
         out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-    intro = next((ln for ln in text.splitlines() if ln and not ln.startswith(("|", "#"))), "")
-    return f"<p>{html.escape(intro)}</p>\n<table>{''.join(out)}</table>\n<p>Every row:</p>\n"
+    return f"<table>{''.join(out)}</table>"
 
 
 def _md_to_html(text: str) -> str:
@@ -394,14 +400,7 @@ def _md_to_html(text: str) -> str:
 
     def flush() -> None:
         if table:
-            body = []
-            for i, ln in enumerate(table):
-                if i == 1:
-                    continue
-                tag = "th" if i == 0 else "td"
-                cells = [c.strip() for c in ln.strip().strip("|").split("|")]
-                body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells))
-            out.append("<table>" + "</tr>".join(body) + "</tr></table>")
+            out.append(_html_table(table))
             table.clear()
 
     for ln in text.splitlines():

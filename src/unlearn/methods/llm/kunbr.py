@@ -170,15 +170,14 @@ class KUnBR(GradDiff):
         task = ctx.task
         n_layers = len(task.layers(model))
         groups = layer_blocks(n_layers, cfg.blocks, cfg.block_size)
-        original = self._frozen_original(ctx)
-        hybrid = copy.deepcopy(original).to(task.device)
-        probe_model = original if cfg.density_on == "original" else model
-        if probe_model is original:  # never give the caller's model gradients
-            probe_model = hybrid
-        density = self._density(probe_model, ctx, groups)
+        # the original's copy that blocks are re-inserted into; before the first round it
+        # is the original itself, so the density "on the original" is taken on it (never
+        # on the caller's model, which must not get gradients)
+        hybrid = copy.deepcopy(ctx.original).to(task.device).eval()
+        density = self._density(hybrid if cfg.density_on == "original" else model, ctx, groups)
         order = block_order(density, cfg)
         layers_u, layers_h = task.layers(model), task.layers(hybrid)
-        layers_o = task.layers(original)
+        layers_o = task.layers(ctx.original)  # read only: restores the hybrid's blocks
         n_forget = task.size(ctx.forget)
         per_round = cfg.round_steps or max(1, -(-n_forget // cfg.batch_size))
         lr = cfg.round_lr or cfg.lr
