@@ -274,6 +274,8 @@ def test_bad_options_are_named():
         ({"shrink": 1.5}, "shrink"),
         ({"proxy": "none"}, "proxy"),
         ({"layer_map": "reverse"}, "layer_map"),
+        ({"target_forget_acc": 120}, "target_forget_acc"),
+        ({"check_every": 0}, "check_every"),
     ]:
         with pytest.raises(UnlearnError, match=field):
             R2FConfig(**opts)
@@ -290,7 +292,17 @@ def test_r2f_runs_in_the_llm_bench_with_the_base_model_as_proxy():
     from .test_llm_bench import TINY
 
     sc = _json.loads(_json.dumps(TINY))
-    sc["methods"] = [{"name": "r2f", "steps": 2, "lr": 0.05, "fit_batches": 4}]
+    sc["methods"] = [
+        {"name": "r2f", "steps": 2, "lr": 0.05, "fit_batches": 4},
+        {
+            "label": "r2f-cut",
+            "name": "r2f",
+            "steps": 2,
+            "lr": 0.05,
+            "fit_batches": 4,
+            "proxy_layers": 1,
+        },
+    ]
     res = run_llm(sc)
     row = next(r for r in res["rows"] if r["method"] == "r2f")
     m = row["metrics"]
@@ -298,3 +310,100 @@ def test_r2f_runs_in_the_llm_bench_with_the_base_model_as_proxy():
     assert -1 <= m["decoded_cosine"] <= 1 and -1 <= m["decoded_cosine_pinv"] <= 1
     assert row["record"]["extra"]["prompts_per_forget_item"] == 2  # question + paraphrase
     assert "weight_change" in row
+    # the truncated base: its one layer serves both target layers
+    cut = next(r for r in res["rows"] if r["method"] == "r2f-cut")
+    assert cut["record"]["extra"]["layer_map"] == {0: 0, 1: 0}
+    assert cut["metrics"]["decoded_cosine"] != m["decoded_cosine"]
+
+
+def test_proxy_layers_is_checked_before_any_work():
+    import json as _json
+
+    from unlearn.bench.llm import parse_llm
+    from unlearn.errors import ScenarioError
+
+    from .test_llm_bench import TINY
+
+    sc = _json.loads(_json.dumps(TINY))
+    for entry, msg in [
+        ({"name": "llm_ga", "proxy_layers": 1}, "an option of r2f"),
+        ({"name": "r2f", "proxy_layers": 0}, "positive integer"),
+        ({"name": "r2f", "proxy_layers": "half"}, "positive integer"),
+    ]:
+        sc["methods"] = [entry]
+        with pytest.raises(ScenarioError, match=msg):
+            parse_llm(sc)
+
+
+def test_truncate_layers_keeps_the_first_layers_and_leaves_the_model(lm_world):  # noqa: F811
+    from unlearn.tasks.causal_lm import truncate_layers
+
+    w = lm_world
+    before = weights(w["model"])
+    cut = truncate_layers(w["model"], 1)
+    assert len(cut.model.layers) == 1 and cut.config.num_hidden_layers == 1
+    assert len(w["model"].model.layers) == 2 and w["model"].config.num_hidden_layers == 2
+    assert torch.equal(
+        cut.model.layers[0].mlp.down_proj.weight, w["model"].model.layers[0].mlp.down_proj.weight
+    )
+    batch = w["task"].collate([("q?", "a")])
+    assert cut(input_ids=batch["input_ids"]).logits.shape[-1] == w["model"].config.vocab_size
+    assert torch.equal(weights(w["model"]), before)
+    for bad in (0, 3, 1.5):
+        with pytest.raises(UnlearnError, match="keeps 1 to 2 decoder layers"):
+            truncate_layers(w["model"], bad)
+
+
+def test_r2f_stops_on_the_probe(lm_world, proxy):  # noqa: F811
+    w = lm_world
+    calls = []
+
+    def probe(m):
+        calls.append(1)
+        return 0.0 if len(calls) >= 2 else 100.0
+
+    ctx = _ctx(w, proxy)
+    ctx.probe = probe
+    _, rec = get_method("r2f", {**FAST, "steps": 10, "target_forget_acc": 0, "check_every": 2}).run(
+        w["model"], ctx
+    )
+    assert rec.steps == 4 and rec.extra["reached_target_at"] == 4 and len(calls) == 2
+    assert rec.extra["lora_grad_evals"] == 4
+    with pytest.raises(UnlearnError, match="needs a probe"):
+        get_method("r2f", {**FAST, "target_forget_acc": 10}).run(w["model"], _ctx(w, proxy))
+
+
+def test_the_api_passes_the_proxy_and_paraphrases(lm_world, proxy):  # noqa: F811
+    import unlearn
+
+    w = lm_world
+    data = w["data"]
+    split = split_request(data, w["request"])
+    forget = [data[int(i)] for i in split.forget_idx]
+    retain = [data[int(i)] for i in split.retain_idx]
+    para = [(q + " Please answer.", a) for q, a in forget]
+    _, rec = unlearn.unlearn_lm(
+        "r2f",
+        w["model"],
+        w["task"].tokenizer,
+        forget,
+        retain,
+        config=FAST,
+        paraphrases=para,
+        proxy=proxy,
+    )
+    assert rec.extra["full_grad_evals"] == 0 and rec.extra["prompts_per_forget_item"] == 2
+    _, rec2 = unlearn.unlearn(
+        "r2f",
+        w["model"],
+        data,
+        w["request"],
+        task=w["task"],
+        config=FAST,
+        proxies={"proxy": proxy},
+    )
+    assert rec2.extra["full_grad_evals"] == 0
+    with pytest.raises(UnlearnError, match="needs a proxy"):
+        unlearn.unlearn("r2f", w["model"], data, w["request"], task=w["task"], config=FAST)
+    with pytest.raises(UnlearnError, match="proxies must map names"):
+        unlearn.unlearn("r2f", w["model"], data, w["request"], task=w["task"], proxies=[proxy])

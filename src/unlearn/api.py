@@ -55,6 +55,7 @@ def unlearn(
     device: str | torch.device = "cpu",
     probe: Callable[[Any], float] | None = None,
     alternatives: dict | None = None,
+    proxies: dict | None = None,
 ) -> tuple[Any, RunRecord]:
     """Remove ``request`` from ``model`` (trained on ``train``) with the method named ``method``.
 
@@ -65,8 +66,11 @@ def unlearn(
     ``(x, y)`` pairs; for a language model a ``PairData`` or a list of
     ``(question, answer)`` pairs. ``recipe`` and ``model_factory`` serve ``retrain``
     (the oracle); ``probe`` and ``alternatives`` are optional method inputs (an early
-    stop, alternative targets such as LUNE's replacement answers). Returns a new model
-    (``model`` itself is never modified) and the run's record.
+    stop, alternative targets such as LUNE's replacement answers); ``proxies`` names
+    auxiliary models a method computes with in place of the target (R2F fits its
+    gradient decoder on ``proxies["proxy"]``, e.g. the base model of a fine-tuned
+    target). Returns a new model (``model`` itself and the proxies are never modified)
+    and the run's record.
     """
     if not isinstance(request, ForgetRequest):
         raise UnlearnError(f"request must be a ForgetRequest, got {type(request).__name__}")
@@ -91,8 +95,19 @@ def unlearn(
         model_factory=model_factory,
         probe=probe,
         alternatives={k: task.as_data(v) for k, v in (alternatives or {}).items()},
+        proxies=_check_proxies(proxies),
     )
     return runner.run(model, ctx)
+
+
+def _check_proxies(proxies: dict | None) -> dict:
+    if proxies is None:
+        return {}
+    if not isinstance(proxies, dict) or not all(isinstance(k, str) for k in proxies):
+        raise UnlearnError(
+            f"proxies must map names to models, e.g. {{'proxy': base_model}}, got {proxies!r}"
+        )
+    return dict(proxies)
 
 
 def train_classifier(
@@ -127,14 +142,18 @@ def unlearn_lm(
     system_prompt: str | None = None,
     device: str | torch.device = "cpu",
     probe: Callable[[Any], float] | None = None,
+    paraphrases: list | None = None,
+    proxy: nn.Module | None = None,
 ) -> tuple[nn.Module, RunRecord]:
     """A thin wrapper of :func:`unlearn` for a causal LM: forget the ``forget`` pairs,
     keep the ``retain`` pairs (optional).
 
     ``forget`` and ``retain`` are ``(question, answer)`` pairs, rendered with the
     tokenizer's chat template; ``negatives`` pairs each forget question with a
-    replacement answer (LUNE's ``negatives: replace``). ``model`` is never
-    modified; returns the unlearned model and its record.
+    replacement answer (LUNE's ``negatives: replace``). ``paraphrases`` gives each
+    forget pair its paraphrased pairs (one pair or a list, in the forget set's order)
+    and ``proxy`` the model R2F fits its decoder on. ``model`` is never modified;
+    returns the unlearned model and its record.
     """
     from .tasks.causal_lm import CausalLMTask, PairData
 
@@ -143,6 +162,8 @@ def unlearn_lm(
     f = PairData(forget, name="forget")
     r = PairData(retain or [], name="retain")
     alt = {"replace": PairData(negatives, name="negatives")} if negatives is not None else {}
+    if paraphrases is not None:
+        alt["paraphrases"] = list(paraphrases)
     task = CausalLMTask(tokenizer, device, system_prompt=system_prompt)
     runner = get_method(method, config, family=task.family)
     request = SampleRequest(indices=list(range(len(f)))) if len(f) else None
@@ -159,5 +180,6 @@ def unlearn_lm(
         seed=seed,
         probe=probe,
         alternatives=alt,
+        proxies={} if proxy is None else {"proxy": proxy},
     )
     return runner.run(model, ctx)

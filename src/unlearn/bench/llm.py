@@ -52,6 +52,7 @@ general text (fluency).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -72,7 +73,7 @@ from ..methods.base import UnlearnContext, get_method
 from ..methods.llm.kunbr import layer_blocks
 from ..metrics import llm as M
 from ..requests import GroupRequest, SampleRequest
-from ..tasks.causal_lm import REFUSALS, CausalLMTask, LMRecipe, PairData
+from ..tasks.causal_lm import REFUSALS, CausalLMTask, LMRecipe, PairData, truncate_layers
 from ..validate import dataclass_from_mapping
 from .core import Family, World, register_family, run_parsed, versions
 from .scenario import check_common
@@ -112,7 +113,9 @@ AdamW moments of the trained parameters; `peak_mem_mb` the growth of the process
 resident memory above its baseline when the run started (`baseline_mem_mb`).
 Seconds exclude evaluation."""
 
-_METHOD_KEYS = {"label", "name"}
+#: keys of a method entry read by the bench itself (the rest configure the method);
+#: ``proxy_layers``: R2F's proxy is the base model cut to its first N decoder layers
+_METHOD_KEYS = {"label", "name", "proxy_layers"}
 
 
 @dataclass
@@ -133,6 +136,7 @@ class LLMScenario:
     system_prompt: str | None = None
     probe: float | None = None
     relearn: RelearnConfig | None = None
+    proxy_layers: dict = field(default_factory=dict)  # label -> layers of a truncated proxy
     built: list = field(default_factory=list)  # (label, Method) of every entry
     raw: dict = field(default_factory=dict)
 
@@ -249,6 +253,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     if not isinstance(raw["methods"], list):
         raise fail(f"methods must be a list, got {raw['methods']!r}")
     built = []
+    proxy_layers: dict[str, int] = {}
     for i, entry in enumerate(raw["methods"]):
         if not isinstance(entry, dict) or "name" not in entry:
             raise fail(f"methods[{i}] must be a mapping with a 'name'")
@@ -265,6 +270,16 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
             raise fail(f"method label {label!r} is used twice or is reserved")
         labels.add(label)
         config = {k: v for k, v in entry.items() if k not in _METHOD_KEYS}
+        if "proxy_layers" in entry:
+            n = entry["proxy_layers"]
+            if name != "r2f" or bench != "fictitious":
+                raise fail(
+                    f"methods[{i}]: proxy_layers (a truncated copy of the base model as the "
+                    "proxy) is an option of r2f on the fictitious benchmark"
+                )
+            if type(n) is not int or n < 1:
+                raise fail(f"methods[{i}]: proxy_layers must be a positive integer, got {n!r}")
+            proxy_layers[label] = n
         try:
             method = get_method(name, config, family="causal_lm")  # unknown name or option
         except UnlearnError as exc:
@@ -306,6 +321,7 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
         fraction=float(frac),
         probe=None if probe is None else float(probe),
         relearn=relearn_cfg,
+        proxy_layers=proxy_layers,
         built=built,
         recipe=recipe,
         eval=ev,
@@ -602,6 +618,7 @@ class LLMFamily(Family):
         self.base, tok, self.base_id = load_base(s.model, texts, s.cache_dir, s.device)
         self.task = CausalLMTask(tok, s.device, system_prompt=s.system_prompt)
         self.info: dict = {}
+        self._truncated: dict[int, torch.nn.Module] = {}
         if self.facts is None:
             self.known = known_facts(self.task, self.base, candidates, s.eval)
             say(f"the model answers {len(self.known)} of {len(candidates)} real facts right")
@@ -696,6 +713,22 @@ class LLMFamily(Family):
             proxies=proxies,
         )
         yield World(seed=seed, ctx=ctx, original_cost={"seconds": o_sec}, state=state)
+
+    def run_method(self, sc, world, method):
+        label = next(lab for lab, m in sc.methods if m is method)
+        keep = sc.sc.proxy_layers.get(label)
+        if keep is None:
+            return method.run(world.ctx.original, world.ctx)
+        if keep > len(self.task.layers(self.base)):
+            raise UnlearnError(
+                f"method {label!r}: proxy_layers {keep} is more than the base model's "
+                f"{len(self.task.layers(self.base))} decoder layers"
+            )
+        cut = self._truncated.get(keep)
+        if cut is None:
+            cut = self._truncated[keep] = truncate_layers(self.base, keep)
+        ctx = dataclasses.replace(world.ctx, proxies={**world.ctx.proxies, "proxy": cut})
+        return method.run(world.ctx.original, ctx)
 
     def score(self, sc, world, model, row):
         s, st = sc.sc, world.state

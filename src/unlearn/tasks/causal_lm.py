@@ -10,6 +10,7 @@ a model, fully or through LoRA adapters (``peft``), with one loop.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ __all__ = [
     "PairData",
     "TokenScores",
     "lora_wrap",
+    "truncate_layers",
     "token_kl",
 ]
 
@@ -192,6 +194,25 @@ def lora_wrap(
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
+
+
+def truncate_layers(model: nn.Module, keep: int) -> nn.Module:
+    """A copy of a Llama-style causal LM with only its first ``keep`` decoder layers (the
+    embeddings, final norm and head kept): a cheaper model with the same layer shapes,
+    e.g. a second proxy for R2F. ``model`` itself is not changed."""
+    blocks = CausalLMTask.layers(model)
+    if type(keep) is not int or not 1 <= keep <= len(blocks):
+        raise UnlearnError(
+            f"a truncated copy keeps 1 to {len(blocks)} decoder layers, asked for {keep!r}"
+        )
+    out = copy.deepcopy(model)
+    inner = out.get_base_model() if hasattr(out, "get_base_model") else out
+    inner.model.layers = nn.ModuleList(list(inner.model.layers)[:keep])
+    cfg = out.config
+    cfg.num_hidden_layers = keep
+    if isinstance(getattr(cfg, "layer_types", None), list):
+        cfg.layer_types = cfg.layer_types[:keep]
+    return out
 
 
 def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

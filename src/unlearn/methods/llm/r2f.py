@@ -128,7 +128,9 @@ class R2FConfig(MethodConfig):
       batches of ``fit_batch_size`` (0: ``batch_size``) retain or ``fit_pairs`` prompts;
       ``proxy``: ``context`` (``ctx.proxies["proxy"]``) or ``self_copy`` (tests only);
       ``layer_map``: ``clamp`` or ``proportional`` (for a proxy with fewer layers);
-    - ``diagnose``: measure decoded-vs-true cosines on the first ``diagnose_steps`` steps.
+    - ``diagnose``: measure decoded-vs-true cosines on the first ``diagnose_steps`` steps;
+    - ``target_forget_acc``: stop once the context's probe reports at most that many
+      percent, checked every ``check_every`` steps (as the shared loop's early stop).
     """
 
     steps: int = 20
@@ -153,6 +155,8 @@ class R2FConfig(MethodConfig):
     paraphrases: bool = True
     diagnose: bool = True
     diagnose_steps: int = 1
+    target_forget_acc: float | None = None
+    check_every: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -185,6 +189,11 @@ class R2FConfig(MethodConfig):
             bad.append(f"layer_map must be 'clamp' or 'proportional', got {self.layer_map!r}")
         if self.diagnose_steps < 0:
             bad.append(f"diagnose_steps must be >= 0, got {self.diagnose_steps}")
+        if self.check_every < 1:
+            bad.append(f"check_every must be >= 1, got {self.check_every}")
+        t = self.target_forget_acc
+        if t is not None and not 0 <= t <= 100:
+            bad.append(f"target_forget_acc is a percentage in [0, 100], got {t}")
         if bad:
             raise UnlearnError("; ".join(bad))
 
@@ -303,6 +312,8 @@ class R2F(Method):
 
     def prepare(self, ctx: UnlearnContext) -> None:
         cfg = self.config
+        if cfg.target_forget_acc is not None and ctx.probe is None:
+            raise UnlearnError("r2f: target_forget_acc needs a probe in the context")
         if cfg.proxy == "context" and ctx.proxies.get("proxy") is None:
             raise UnlearnError(
                 "r2f needs a proxy model in the context, ctx.proxies['proxy']: a model with the "
@@ -498,6 +509,8 @@ class R2F(Method):
         cos: dict[str, list[list[float]]] = {k: [] for k in DECODERS}
         glob: dict[str, list[float]] = {k: [] for k in DECODERS}
         peft_model.eval()
+        reached: int | None = None
+        taken = 0
         t_loop = time.perf_counter()
         for t in range(cfg.steps):
             fb, rb = draw()
@@ -535,7 +548,15 @@ class R2F(Method):
             opt.step()
             for w in weights:
                 w.grad = None
-        loop_seconds = time.perf_counter() - t_loop - diag_seconds
+            taken = t + 1
+            if cfg.target_forget_acc is not None and taken % cfg.check_every == 0:
+                tp = time.perf_counter()  # B = 0: the adapted model is the updated target
+                acc = ctx.probe(peft_model)
+                self._probe_seconds += time.perf_counter() - tp
+                if acc <= cfg.target_forget_acc:
+                    reached = taken
+                    break
+        loop_seconds = time.perf_counter() - t_loop - diag_seconds - self._probe_seconds
         self._train_state_mb = self._state_mb(sites, cfg)
         self._extra.update(
             full_grad_evals=full_evals,
@@ -554,11 +575,13 @@ class R2F(Method):
             },
             **fit_info,
         )
+        if cfg.target_forget_acc is not None:
+            self._extra.update(probe_seconds=self._probe_seconds, reached_target_at=reached)
         if diag_evals:
             self._extra["cosine"] = self._cosine_report(sites, cos, glob)
         for b in lora_b:
             b.requires_grad_(False)
-        return peft_model.unload(), cfg.steps
+        return peft_model.unload(), taken
 
     @staticmethod
     def _true_grads(weights: list[torch.Tensor], loss_fn) -> list[torch.Tensor]:
