@@ -29,6 +29,11 @@ def test_scenario_file_parses(path):
         assert sc.model["name"] == "smollm2" and sc.methods
     elif kind == "certified":
         assert _check(raw)["fractions"]
+    elif kind == "llm_ablation":
+        from unlearn.bench.ablation import parse_ablation
+
+        sc = parse_ablation(raw, str(path))
+        assert sc.model["name"] == "smollm2" and sc.methods
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
 
@@ -47,6 +52,9 @@ def _labels(raw: dict) -> set[str]:
             f"{m}@{100 * f:g}%" for f in raw["fractions"] for m in (*REFERENCES, "newton_removal")
         }
     base = {*REFERENCES, *(m.get("label", m["name"]) for m in raw["methods"])}
+    if raw.get("kind") == "llm_ablation":  # one row per method and mode, no oracle
+        labels = ["original", *(m.get("label", m["name"]) for m in raw["methods"])]
+        return {f"{b}@{mode}" for b in labels for mode in raw.get("modes", ["target", "minimal"])}
     if "grow" in raw:  # one part per size: LABEL@nNfF
         tags = [f"@n{g['n_train']}f{g['n_forget']}" for g in raw["grow"]]
         return {f"{b}{t}" for b in base for t in tags}

@@ -72,6 +72,11 @@ TABLE_METRICS = (
     ("relearn_recovery", "Recovery", 2),
     ("relearn_benign_answer_acc", "Benign relearn acc", 1),
     ("relearn_benign_recovery", "Benign recovery", 2),
+    ("target_recall", "Target recall", 1),
+    ("closure_recall", "Closure recall", 1),
+    ("unrelated_acc", "Unrelated acc", 1),
+    ("rederivation_rate", "Re-derivation", 1),
+    ("deep_recall", "Deep recall", 1),
     ("decoded_cosine", "Decoded cosine", 3),
     ("decoded_cosine_pinv", "Pinv cosine", 3),
     ("full_grad_evals", "Full grad evals", 0),
@@ -184,6 +189,29 @@ def _legend(ax) -> None:
         ax.legend(fontsize=7, ncol=2)
 
 
+def _ablation_plots(results: dict, folder: Path) -> list[str]:
+    """Targets still answered (directly and re-derived) against unrelated facts kept."""
+    import matplotlib.pyplot as plt
+
+    summ = results["summary"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
+    for ax, yk, what in (
+        (axes[0], "target_recall", "targets still answered (%)"),
+        (axes[1], "rederivation_rate", "targets re-derived from stated premises (%)"),
+    ):
+        _scatter(ax, summ, "unrelated_acc", yk)
+        ax.set_xlabel("unrelated facts still answered (%)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(results["scenario_name"])
+    _legend(axes[1])
+    fig.tight_layout()
+    name = "targets_vs_unrelated.png"
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
 def _llm_plots(results: dict, folder: Path) -> list[str]:
     """Forget quality (log) against model utility; without an oracle (real facts), forget
     against retain answer accuracy."""
@@ -224,6 +252,8 @@ def _plots(results: dict, folder: Path) -> list[str]:
 
     if results.get("kind") == "llm":
         return _llm_plots(results, folder)
+    if results.get("kind") == "llm_ablation":
+        return _ablation_plots(results, folder)
     from .parts import growth_plot, has_growth
 
     names = growth_plot(results, folder) if has_growth(results) else []

@@ -162,6 +162,22 @@ _add(
     "recovery after the benign fine-tuning",
 )
 
+# -- unlearning as ablation (kind: llm_ablation) ---------------------------------------
+_add("target_recall", [LLM], ["generation"], "%", "lower", "target facts still answered")
+_add(
+    "closure_recall", [LLM], ["generation"], "%", "lower", "facts the targets follow from, answered"
+)
+_add("unrelated_acc", [LLM], ["generation"], "%", "higher", "unrelated facts still answered")
+_add(
+    "rederivation_rate",
+    [LLM],
+    ["generation"],
+    "%",
+    "lower",
+    "targets answered with their premises stated in the prompt",
+)
+_add("deep_recall", [LLM], ["generation"], "%", "higher", "Wu et al.'s recall, smallest set")
+
 # -- certified removal ------------------------------------------------------------------
 _add("delta", [CVX], [], "", "none", "the certificate's delta")
 _add("epsilon", [CVX], ["cost"], "", "lower", "epsilon certified at delta")
