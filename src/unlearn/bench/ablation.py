@@ -25,9 +25,10 @@ the eleven base relations; every stored fact becomes a question-answer pair ("Wh
 the mother of X?" / "The mother of X is Y."), and with ``biographies`` each person's
 birth year, birthplace and occupation too. The base model is fine-tuned on all of it
 (``original``; cached by content hash, one fine-tune per seed). ``forget.targets``
-stored facts are drawn per seed; each gets its smallest minimal deep-unlearning set
-(Wu et al.'s randomized search over ``search_seeds`` runs, under the ``rules``:
-``edu_relat``, their 48, or ``all`` with the extended relations).
+stored facts are drawn per seed, in groups whose members are unrelated to each other
+(none is in another's minimal sets or one-step supports); each gets its smallest
+minimal deep-unlearning set (Wu et al.'s randomized search over ``search_seeds`` runs,
+under the ``rules``: ``edu_relat``, their 48, or ``all`` with the extended relations).
 
 **The rows.** Targets are unlearned ``group`` at a time (``group: 1`` is Wu et al.'s
 one target per run; larger groups cost fewer runs), in each mode: ``target`` forgets
@@ -46,16 +47,25 @@ relearning attack measure.
   themselves excluded;
 - ``unrelated_acc``: stored facts outside every target's relevant facts (a seeded
   sample of ``eval.unrelated``) and, with biographies, as many biography questions;
-- ``rederivation_rate``: targets answered when the premises of their smallest
-  derivation are stated in the prompt (:func:`unlearn.data.kinship.rederivation_prompt`,
-  genders included): can the model re-derive what it was made to forget?
-- ``deep_recall``: Wu et al.'s recall, ``|M & removed| / |M|`` for the target's
-  minimal set ``M``, where ``removed`` is what the model no longer answers; averaged
-  over targets. Wu et al. take the maximum over every set their search found; this
-  uses the smallest one (only its facts are probed);
+- ``rederivation_rate``: targets answered when the premises of a derivation are stated
+  in the prompt (:func:`unlearn.data.kinship.rederivation_prompt`, genders included),
+  asked as "How is Y related to X?": the smallest derivation whose premises do not
+  contain the relation word, so the answer cannot be copied from the prompt (targets
+  without one are left out; their count per group is in ``info``);
+- ``deep_recall``: Wu et al.'s recall, the best over the target's minimal sets (the
+  ``forget.deep_sets`` smallest the search found; 0: all) of ``|M & removed| / |M|``,
+  averaged over targets. Ours counts only facts the original answers: ``M`` is cut to
+  them and ``removed`` are those no longer answered (so the original scores 0);
 - with ``attacks: relearn``: the relearning attack of :mod:`unlearn.attacks.relearn`
-  with the targets as its groups: the attacker fine-tunes on the forget set minus a
-  held-out split of targets and asks the held-out targets (``relearn_recovery``...).
+  over splits of the group's targets: the attacker fine-tunes on the forget items that
+  no held-out target follows from (its minimal sets and supports are left out, so no
+  split teaches another) and is asked the held-out targets (``relearn_recovery``...).
+
+A metric undefined on a group (no rederivable target, a recovery below the attack's
+``min_gap``) is averaged over the other groups; the count is in the row's
+``undefined_in_groups``. ``unrelated_acc`` is not Wu et al.'s accuracy (the share of
+every stored fact outside ``M`` kept): it reads a sample outside every set the search
+found, and the biography questions.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..attacks.relearn import RelearnConfig, held_out_accuracy, make_folds, relearn, relearn_metrics
+from ..attacks.relearn import Fold, RelearnConfig, held_out_accuracy, relearn, relearn_metrics
 from ..data import kinship as K
 from ..data.core import split_request
 from ..errors import ScenarioError, UnlearnError
@@ -95,10 +105,11 @@ _TOP = {
     "targets", "attacks",
 }  # fmt: skip
 _DATA = {"people": 40, "seed": 0, "biographies": True}
-_FORGET = {"targets": 20, "group": 5, "search_seeds": 100, "rules": "edu_relat"}
+_FORGET = {"targets": 20, "group": 5, "search_seeds": 100, "rules": "edu_relat", "deep_sets": 5}
 _EVAL = {"unrelated": 30, "max_new_tokens": 20, "batch_size": 16}
 #: what one row's cost is over its groups: summed or the largest
-_SUMMED, _LARGEST = ("seconds", "steps"), ("peak_mem_mb", "baseline_mem_mb", "train_state_mb")
+_SUMMED = ("seconds", "steps")
+_LARGEST = ("peak_mem_mb", "baseline_mem_mb", "train_state_mb", "peak_cuda_mb")
 
 ABOUT_ABLATION = """Rows `method@target` forget the target facts alone, `method@minimal`
 the targets with their minimal deep-unlearning sets (Wu et al. 2024); `original@...`
@@ -183,6 +194,7 @@ def parse_ablation(raw: dict, source: str = "scenario") -> AblationScenario:
     if n % g:
         raise fail(f"forget targets ({n}) must be a multiple of forget group ({g})")
     _int(forget["search_seeds"], "forget search_seeds", 1, 100_000, fail)
+    _int(forget["deep_sets"], "forget deep_sets", 0, 100_000, fail)
     if forget["rules"] not in RULE_SETS:
         raise fail(f"forget rules must be one of {sorted(RULE_SETS)}, got {forget['rules']!r}")
     modes = raw.get("modes", list(MODES))
@@ -277,18 +289,54 @@ class _Group:
 
     targets: list  # Fact
     minimal: list  # per target: its smallest minimal set (frozenset of Fact, with the target)
-    closure: list  # stored facts the targets follow from (targets excluded)
+    sets: list  # per target: the minimal sets deep_recall takes the best of (smallest first)
+    supports: list  # per target: the stored facts it follows from (closure), itself excluded
+    closure: list  # the union of the supports, the group's targets excluded
     unrelated: list  # KinshipQA / BiographyQA items
-    rederive: list  # (prompt, key) per target
+    rederive: list  # (target index, prompt, key) for every target with a usable derivation
 
 
 def _hits(task, model, questions, keys, ev) -> list[bool]:
+    if not questions:
+        return []
     gen = task.generate(model, questions, int(ev["max_new_tokens"]), int(ev["batch_size"]))
     return [M.greedy_answer_correct(g, k) for g, k in zip(gen, keys, strict=True)]
 
 
 def _pct(hits: list[bool]) -> float | None:
     return 100.0 * float(np.mean(hits)) if hits else None
+
+
+def _target_folds(grp: _Group, forget_items: list, cfg: RelearnConfig, seed: int) -> list[Fold]:
+    """The relearning attack's folds over the group's targets: split ``f`` of the targets is
+    held out; the attacker trains on the forget items that none of the held-out targets
+    follows from (their smallest minimal sets and their one-step supports are left out,
+    so no split teaches another) and is asked the held-out targets."""
+    n, by_fact = len(grp.targets), {it.fact: it for it in forget_items}
+    order = np.random.default_rng([int(seed), 4099]).permutation(n)
+    split_of = {int(j): r % cfg.splits for r, j in enumerate(order)}
+    folds = []
+    for f in range(cfg.folds):
+        held = [i for i in range(n) if split_of[i] == f]
+        blocked = set()
+        for i in held:
+            blocked |= {grp.targets[i], *grp.supports[i], *grp.minimal[i]}
+        fold = Fold(held=f, train_pairs=[])
+        fold.train_pairs = [
+            (it.question, it.answer) for it in forget_items if it.fact not in blocked
+        ]
+        for i in held:
+            it = by_fact[grp.targets[i]]
+            fold.questions += [it.question, it.paraphrased_question]
+            fold.keys += [it.key, it.key]
+        if not fold.train_pairs:
+            raise ScenarioError(
+                f"relearn attack: every forget item of a group supports its held-out targets "
+                f"(split {f}), so the attacker has nothing to train on: use fewer attacks "
+                "relearn splits or a larger forget group"
+            )
+        folds.append(fold)
+    return folds
 
 
 @register_family
@@ -309,7 +357,8 @@ class AblationFamily(Family):
         groups = sc.forget["targets"] // sc.forget["group"]
         return len(sc.seeds) * groups * len(sc.modes) * (1 + len(sc.methods))
 
-    def setup(self, sc, say):
+    def _knowledge(self, sc) -> None:
+        """The knowledge base and its question-answer pairs (no model)."""
         d = sc.data
         self.kb = K.make_family(d["people"], d["seed"])
         self.rules = RULE_SETS[sc.forget["rules"]]
@@ -320,6 +369,27 @@ class AblationFamily(Family):
         self.pairs += [(b.question, b.answer) for b in self.bio]
         if len({q for q, _ in self.pairs}) != len(self.pairs):
             raise UnlearnError("two knowledge-base items ask the same question")
+        if sc.forget["targets"] > len(self.qa):
+            raise ScenarioError(
+                f"forget targets ({sc.forget['targets']}) exceeds the {len(self.qa)} stored facts "
+                f"of the {d['people']}-person knowledge base"
+            )
+        self.info: dict = {
+            "stored_facts": len(self.qa),
+            "biography_items": len(self.bio),
+            "people": len(self.kb.people),
+        }
+        self._original: dict = {}  # (seed, group) -> the original's scores and known facts
+
+    def check(self, sc):
+        """The knowledge base, every seed's targets, minimal sets, unrelated facts and
+        attack folds: what can fail before anything is loaded or fine-tuned."""
+        self._knowledge(sc)
+        for seed in sc.seeds:
+            self._plan(sc, seed)
+
+    def setup(self, sc, say):
+        self._knowledge(sc)
         texts = [t for q, a in self.pairs for t in (q, a)]
         texts += [it.paraphrased_question for it in self.qa.values()]
         texts += [K.fact_sentence(f) for f in self.qa] + ["female", "male", "Facts", "Question"]
@@ -327,45 +397,83 @@ class AblationFamily(Family):
         texts += [f"How is {f.subject} related to {f.object}? Answer:" for f in self.qa]
         self.base, tok, self.base_id = load_base(sc.model, texts, sc.cache_dir, sc.device)
         self.task = CausalLMTask(tok, sc.device, system_prompt=sc.system_prompt)
-        self.info: dict = {
-            "stored_facts": len(self.qa),
-            "biography_items": len(self.bio),
-            "people": len(self.kb.people),
-        }
-        self._original_scores: dict = {}
         say(f"knowledge base: {len(self.kb.people)} people, {len(self.qa)} facts")
 
     # -- the targets of a seed ---------------------------------------------------------
+    def _rederivation(self, t, derivs) -> tuple[str, str] | None:
+        """The smallest derivation whose stated premises do not name the relation asked
+        for (so an answer cannot copy it from the prompt), as a prompt and its key."""
+        word = t.relation.replace("_", "-")
+        for body in derivs:
+            if not any(word in K.fact_sentence(p) for p in body):
+                return K.rederivation_prompt(t, body, ask="relation", genders=self.genders)
+        return None
+
+    def _draw_targets(self, sc, seed: int) -> list[tuple]:
+        """``forget.targets`` stored facts in groups of ``forget.group``, each with its
+        minimal sets, derivations and supports. Facts are drawn in a seeded order; a fact
+        joins the current group only if it is unrelated to every member (neither is in
+        the other's minimal sets or supports), so a group's targets are forgotten side by
+        side as Wu et al. forget each alone, and no attack split teaches another."""
+        f, facts = sc.forget, self.kb.facts
+        stored = set(facts)
+        pool = sorted(stored)
+        order = np.random.default_rng([seed, 7741]).permutation(len(pool))
+        search = {"genders": self.genders, "seeds": f["search_seeds"], "seed": seed}
+        chosen: list[tuple] = []
+        group: list[tuple] = []
+        for j in order:
+            t = pool[int(j)]
+            sets = K.minimal_deep_unlearning_sets(t, facts, self.rules, **search)
+            derivs = K.derivations(t, facts, self.rules, genders=self.genders)
+            support = (set().union(*derivs) & stored) - {t} if derivs else set()
+            near = {t} | support | set().union(*sets)
+            if any(t in u[4] or u[0] in near for u in group):
+                continue
+            group.append((t, sets, derivs, sorted(support), near))
+            if len(group) == f["group"]:
+                chosen += group
+                group = []
+                if len(chosen) == f["targets"]:
+                    return chosen
+        raise ScenarioError(
+            f"forget: the {len(pool)} stored facts hold no {f['targets']} targets in groups of "
+            f"{f['group']} whose members are unrelated to each other (seed {seed}): lower forget "
+            "targets or forget group, or take more people"
+        )
+
     def _groups(self, sc, seed: int) -> list[_Group]:
         f, facts = sc.forget, self.kb.facts
-        targets = list(K.sample_targets(self.kb, f["targets"], seed))
-        search = {"genders": self.genders, "seeds": f["search_seeds"], "seed": seed}
-        found = [K.minimal_deep_unlearning_sets(t, facts, self.rules, **search) for t in targets]
-        minimal = [sets[0] for sets in found]  # the smallest set the search found
+        drawn = self._draw_targets(sc, seed)
+        cap = f["deep_sets"] or None
         stored = set(facts)
         rng = np.random.default_rng([seed, 5081])
         out = []
-        for g0 in range(0, len(targets), f["group"]):
-            ts, ms = targets[g0 : g0 + f["group"]], minimal[g0 : g0 + f["group"]]
-            sets = found[g0 : g0 + f["group"]]
-            closure: set = set()
+        for g0 in range(0, len(drawn), f["group"]):
+            part = drawn[g0 : g0 + f["group"]]
+            ts = [d[0] for d in part]
+            sets = [d[1] for d in part]
+            supports = [d[3] for d in part]
             rederive = []
-            for t, m in zip(ts, ms, strict=True):
-                derivs = K.derivations(t, facts, self.rules, genders=self.genders)
-                for body in derivs:
-                    closure |= body & stored
-                closure |= m
-                if derivs:
-                    rederive.append(
-                        K.rederivation_prompt(t, derivs[0], ask="name", genders=self.genders)
-                    )
-            closure -= set(ts)
+            for i, (t, _, derivs, _, _) in enumerate(part):
+                prompt = self._rederivation(t, derivs)
+                if prompt is not None:
+                    rederive.append((i, *prompt))
+            closure = (set().union(*map(set, supports)) | set().union(*(s[0] for s in sets))) - set(
+                ts
+            )
             relevant = set(closure) | set(ts)
             for per_target in sets:  # a fact of any set the search found is not unrelated
                 for m in per_target:
                     relevant |= m
             pool = sorted(stored - relevant)
-            n = min(int(sc.eval["unrelated"]), len(pool))
+            n = int(sc.eval["unrelated"])
+            if len(pool) < n:
+                raise ScenarioError(
+                    f"eval unrelated asks for {n} unrelated facts, but seed {seed}'s group "
+                    f"{len(out)} leaves only {len(pool)} stored facts outside its targets' "
+                    "relevant facts: lower eval unrelated or forget group, or take more people"
+                )
             unrelated = [
                 self.qa[pool[int(i)]] for i in sorted(rng.choice(len(pool), n, replace=False))
             ]
@@ -374,108 +482,133 @@ class AblationFamily(Family):
                 unrelated += [
                     self.bio[int(i)] for i in sorted(rng.choice(len(self.bio), k, replace=False))
                 ]
-            out.append(_Group(ts, list(ms), sorted(closure), unrelated, rederive))
+            out.append(
+                _Group(
+                    targets=ts,
+                    minimal=[s[0] for s in sets],
+                    sets=[list(s[:cap]) for s in sets],
+                    supports=supports,
+                    closure=sorted(closure),
+                    unrelated=unrelated,
+                    rederive=rederive,
+                )
+            )
         return out
 
-    def worlds(self, sc, seed):
-        task = self.task
-        groups = self._groups(sc, seed)
-        original, o_sec, _ = finetuned(
-            task, self.base, self.base_id, self.pairs, sc.recipe, seed, sc.cache_dir
-        )
-        data = PairData(self.pairs)
-        index = {q: i for i, (q, _) in enumerate(self.pairs)}
-        self.info[f"targets_seed{seed}"] = [[str(t) for t in g.targets] for g in groups]
-        self.info[f"minimal_set_sizes_seed{seed}"] = [[len(m) for m in g.minimal] for g in groups]
-        for gi, grp in enumerate(groups):
+    def _plan(self, sc, seed: int) -> list[tuple]:
+        """Every (group, mode) of a seed: the group, the forget items and the attack folds."""
+        plan = []
+        for gi, grp in enumerate(self._groups(sc, seed)):
             for mode in sc.modes:
                 facts = set(grp.targets)
                 if mode == "minimal":
                     for m in grp.minimal:
                         facts |= set(m)
                 items = [self.qa[f] for f in sorted(facts)]
-                request = SampleRequest(indices=sorted(index[it.question] for it in items))
-                split = split_request(data, request)
-                forget_items = [self.qa_by_q(data[int(i)][0]) for i in split.forget_idx]
-                state = {"group": grp, "gi": gi, "mode": mode, "forget_items": forget_items}
-                if sc.relearn is not None:
-                    owner = {}
-                    for ti, (t, m) in enumerate(zip(grp.targets, grp.minimal, strict=True)):
-                        for f in sorted(m | {t}):
-                            owner.setdefault(f, ti)
-                    is_target = set(grp.targets)
-                    state["folds"] = make_folds(
-                        forget_items,
-                        [owner[it.fact] for it in forget_items],
-                        [it.fact in is_target for it in forget_items],
-                        sc.relearn,
-                        seed,
-                    )
-                ctx = UnlearnContext(
-                    task=task,
-                    split=split,
-                    request=request,
-                    original=original,
-                    seed=seed,
-                    alternatives={
-                        "paraphrases": [(it.paraphrased_question, it.answer) for it in forget_items]
-                    },
+                folds = (
+                    _target_folds(grp, items, sc.relearn, seed) if sc.relearn is not None else None
                 )
-                yield World(
-                    seed=seed,
-                    ctx=ctx,
-                    original_cost={"seconds": o_sec},
-                    tag=f"@{mode}",
-                    state=state,
-                    fields={"group": gi, "mode": mode},
-                    metrics={"n_forget": len(forget_items)},
-                )
+                plan.append((gi, grp, mode, items, folds))
+        return plan
 
-    def qa_by_q(self, question: str):
-        if not hasattr(self, "_by_q"):
-            self._by_q = {it.question: it for it in self.qa.values()}
-        return self._by_q[question]
+    def worlds(self, sc, seed):
+        task = self.task
+        plan = self._plan(sc, seed)  # everything that can fail, before the fine-tune
+        original, o_sec, _ = finetuned(
+            task, self.base, self.base_id, self.pairs, sc.recipe, seed, sc.cache_dir
+        )
+        data = PairData(self.pairs)
+        index = {q: i for i, (q, _) in enumerate(self.pairs)}
+        groups = [p[1] for p in plan if p[2] == sc.modes[0]]
+        self.info[f"targets_seed{seed}"] = [[str(t) for t in g.targets] for g in groups]
+        self.info[f"minimal_set_sizes_seed{seed}"] = [[len(m) for m in g.minimal] for g in groups]
+        self.info[f"rederivable_targets_seed{seed}"] = [len(g.rederive) for g in groups]
+        for gi, grp, mode, items, folds in plan:
+            request = SampleRequest(indices=sorted(index[it.question] for it in items))
+            split = split_request(data, request)
+            by_q = {it.question: it for it in items}
+            forget_items = [by_q[data[int(i)][0]] for i in split.forget_idx]
+            ctx = UnlearnContext(
+                task=task,
+                split=split,
+                request=request,
+                original=original,
+                seed=seed,
+                alternatives={
+                    "paraphrases": [(it.paraphrased_question, it.answer) for it in forget_items]
+                },
+            )
+            yield World(
+                seed=seed,
+                ctx=ctx,
+                original_cost={"seconds": o_sec},
+                tag=f"@{mode}",
+                state={"group": grp, "gi": gi, "mode": mode, "folds": folds},
+                fields={"group": gi, "mode": mode},
+                metrics={"n_forget": len(forget_items)},
+            )
 
     # -- scoring -----------------------------------------------------------------------
-    def _score_group(self, model, grp: _Group, ev: dict) -> dict:
-        task, qa = self.task, self.qa
+    def _known(self, model, grp: _Group, ev: dict) -> tuple[dict, list[bool]]:
+        """Which of the group's targets and relevant facts the model answers (a target by
+        its own question), and the target hits (question, then paraphrase)."""
+        qa = self.qa
         t_items = [qa[t] for t in grp.targets]
         qs = [it.question for it in t_items] + [it.paraphrased_question for it in t_items]
-        t_hits = _hits(task, model, qs, [it.key for it in t_items] * 2, ev)
-        # the closure and the rest of the minimal sets (the targets are asked above)
-        probe = sorted(({f for m in grp.minimal for f in m} | set(grp.closure)) - set(grp.targets))
+        t_hits = _hits(self.task, model, qs, [it.key for it in t_items] * 2, ev)
+        probe = set(grp.closure)
+        for per_target in grp.sets:
+            for m in per_target:
+                probe |= m
+        probe = sorted(probe - set(grp.targets))
         c_items = [qa[f] for f in probe]
-        c_hits = _hits(task, model, [it.question for it in c_items], [it.key for it in c_items], ev)
-        known = dict(zip(probe, c_hits, strict=True))
-        for t, hit in zip(grp.targets, t_hits[: len(t_items)], strict=True):
-            known[t] = hit  # a target is still known if its own question is answered
-        in_closure = set(grp.closure)
-        closure_hits = [known[f] for f in probe if f in in_closure]
-        u = grp.unrelated
-        u_hits = _hits(task, model, [it.question for it in u], [it.key for it in u], ev)
-        r_hits = (
-            _hits(task, model, [p for p, _ in grp.rederive], [k for _, k in grp.rederive], ev)
-            if grp.rederive
-            else []
+        c_hits = _hits(
+            self.task, model, [it.question for it in c_items], [it.key for it in c_items], ev
         )
-        deep = [sum(not known[f] for f in m) / len(m) for m in grp.minimal]
-        return {
+        known = dict(zip(probe, c_hits, strict=True))
+        known.update(zip(grp.targets, t_hits[: len(t_items)], strict=True))
+        return known, t_hits
+
+    def _score_group(self, model, grp: _Group, ev: dict, before: dict | None) -> tuple[dict, dict]:
+        """The row's metrics and what the model knows; ``before``: what the original knew
+        (None: this is the original)."""
+        known, t_hits = self._known(model, grp, ev)
+        u = grp.unrelated
+        u_hits = _hits(self.task, model, [it.question for it in u], [it.key for it in u], ev)
+        r_hits = _hits(
+            self.task, model, [p for _, p, _ in grp.rederive], [k for *_, k in grp.rederive], ev
+        )
+        was = known if before is None else before
+        # Wu et al.'s recall on the facts the original knew: a fact is removed if it was
+        # known and is no longer answered; the best over the target's minimal sets
+        recalls = []
+        for per_target in grp.sets:
+            best = None
+            for m in per_target:
+                m_known = [f for f in m if was[f]]
+                if m_known:
+                    r = sum(not known[f] for f in m_known) / len(m_known)
+                    best = r if best is None else max(best, r)
+            if best is not None:
+                recalls.append(best)
+        metrics = {
             "target_recall": _pct(t_hits),
-            "closure_recall": _pct(closure_hits),
+            "closure_recall": _pct([known[f] for f in grp.closure]),
             "unrelated_acc": _pct(u_hits),
             "rederivation_rate": _pct(r_hits),
-            "deep_recall": 100.0 * float(np.mean(deep)),
+            "deep_recall": 100.0 * float(np.mean(recalls)) if recalls else None,
         }
+        return metrics, known
 
     def score(self, sc, world, model, row):
         st = world.state
+        key = (world.seed, st["gi"])
         if row == "original":  # the same model and items in every mode: scored once
-            key = (world.seed, st["gi"])
-            if key not in self._original_scores:
-                self._original_scores[key] = self._score_group(model, st["group"], sc.eval)
-            metrics = dict(self._original_scores[key])
-        else:
-            metrics = self._score_group(model, st["group"], sc.eval)
+            if key not in self._original:
+                self._original[key] = self._score_group(model, st["group"], sc.eval, None)
+            metrics = dict(self._original[key][0])
+        else:  # the original is scored first in every world (the runner's order)
+            metrics, _ = self._score_group(model, st["group"], sc.eval, self._original[key][1])
         cfg = sc.relearn
         if cfg is not None and row != "original" and (not cfg.rows or row in cfg.rows):
             if "original_held_out" not in st:
@@ -495,28 +628,34 @@ class AblationFamily(Family):
                 r["relearn"] = world.state["relearn"][name]
 
     def order_rows(self, sc, rows):
-        """One row per (label, seed): the means over the seed's groups (costs summed or
-        the largest), each group's metrics kept in ``groups``."""
+        """One row per (label, seed): the means over the seed's groups where a metric is
+        defined (the count of groups where it is not in ``undefined_in_groups``), costs
+        summed or the largest (the original's fine-tune once); each group's metrics are
+        kept in ``groups``."""
         out: dict[tuple, dict] = {}
         for r in rows:
             key = (r["method"], r["seed"])
             if key not in out:
-                out[key] = {k: v for k, v in r.items() if k not in ("group", "metrics", "record")}
+                skip = ("group", "metrics", "record", "relearn")
+                out[key] = {k: v for k, v in r.items() if k not in skip}
                 out[key]["groups"] = []
-                out[key]["records"] = []
-            out[key]["groups"].append({"group": r["group"], "metrics": r["metrics"]})
-            if "record" in r:
-                out[key]["records"].append(r["record"])
-            if "relearn" in r:
-                out[key].setdefault("relearn_groups", []).append(r["relearn"])
-                out[key].pop("relearn", None)
+            group = {"group": r["group"], "metrics": r["metrics"]}
+            for extra in ("record", "relearn"):
+                if extra in r:
+                    group[extra] = r[extra]
+            out[key]["groups"].append(group)
         for row in out.values():
             per = [g["metrics"] for g in row["groups"]]
-            merged = {}
+            original = row["method"].split("@")[0] == "original"
+            merged, undefined = {}, {}
             for k in per[0]:
-                vals = [m.get(k) for m in per]
-                if any(v is None for v in vals):
+                vals = [m.get(k) for m in per if m.get(k) is not None]
+                if len(vals) < len(per):
+                    undefined[k] = len(per) - len(vals)
+                if not vals:
                     merged[k] = None
+                elif original and k == "seconds":
+                    merged[k] = float(vals[0])  # one fine-tune per seed, shared by the groups
                 elif k in _SUMMED:
                     merged[k] = float(np.sum(vals))
                 elif k in _LARGEST:
@@ -524,8 +663,8 @@ class AblationFamily(Family):
                 else:
                     merged[k] = float(np.mean(vals))
             row["metrics"] = merged
-            if not row["records"]:
-                del row["records"]
+            if undefined:
+                row["undefined_in_groups"] = undefined
         order = ["original", *(lab for lab, _ in sc.methods)]
         return sorted(
             out.values(),

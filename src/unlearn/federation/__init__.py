@@ -1,0 +1,79 @@
+"""Federated and decentralized learning groundwork: data splits, graphs, and an in-process engine.
+
+Partitions (:mod:`.partition`):
+
+- :func:`iid_partition` -- shuffle ``range(n)`` into ``clients`` near-equal disjoint parts.
+- :func:`dirichlet_partition` -- label-skewed split, per-class client shares ~ Dir(alpha).
+
+Topologies (:mod:`.topology`):
+
+- :func:`ring` -- the cycle on ``n`` nodes.
+- :func:`torus` -- a ``rows x cols`` periodic grid.
+- :func:`erdos_renyi` -- a connected G(n, p) random graph (seeded, redrawn until connected).
+- :func:`complete` -- every pair of nodes linked.
+- :func:`topology` -- build one of the above by name (``TOPOLOGIES``).
+- :func:`metropolis` -- the Metropolis-Hastings mixing matrix of a graph.
+- :func:`spectral_gap` -- ``1 - |lambda_2|`` of a symmetric mixing matrix.
+- :func:`edges` -- the number of undirected edges of a graph.
+
+Engine (:mod:`.engine`, Flower ``NumPyClient`` semantics):
+
+- :class:`Client` -- base class: ``fit`` / ``evaluate`` on lists of numpy arrays.
+- :class:`TorchClient` -- a client that trains a PyTorch classifier on local ``(x, y)``.
+- :func:`get_parameters` -- a model's float state as numpy arrays, in ``state_dict`` order.
+- :func:`set_parameters` -- load such arrays back into a model.
+- :func:`round_seed` -- the per-client, per-round seed a :class:`TorchClient` trains with.
+- :func:`fedavg` -- federated averaging with seeded client sampling.
+- :func:`dsgd` -- decentralized SGD: gossip with a mixing matrix, then local training.
+- :func:`consensus_distance` -- mean squared distance of node parameters to their average.
+- :class:`FedResult` -- parameters, per-node parameters, costs and per-round history of a run.
+"""
+
+from __future__ import annotations
+
+from .engine import (
+    Client,
+    FedResult,
+    TorchClient,
+    consensus_distance,
+    dsgd,
+    fedavg,
+    get_parameters,
+    round_seed,
+    set_parameters,
+)
+from .partition import dirichlet_partition, iid_partition
+from .topology import (
+    TOPOLOGIES,
+    complete,
+    edges,
+    erdos_renyi,
+    metropolis,
+    ring,
+    spectral_gap,
+    topology,
+    torus,
+)
+
+__all__ = [
+    "TOPOLOGIES",
+    "Client",
+    "FedResult",
+    "TorchClient",
+    "complete",
+    "consensus_distance",
+    "dirichlet_partition",
+    "dsgd",
+    "edges",
+    "erdos_renyi",
+    "fedavg",
+    "get_parameters",
+    "iid_partition",
+    "metropolis",
+    "ring",
+    "round_seed",
+    "set_parameters",
+    "spectral_gap",
+    "topology",
+    "torus",
+]
