@@ -46,6 +46,7 @@ CLS = {
     "amun": {"epochs": 2, "pgd_steps": 10, "lr": 1e-3, "optimizer": "adam"},
     "trw": {"epochs": 2, "lr": 1e-3},
     "lune": {"epochs": 3, "lr": 1e-3, "optimizer": "adam", "lora_rank": 0},
+    "ferrari": {"epochs": 3, "lr": 1e-3, "optimizer": "adam", "n_draws": 4},
 }
 LM = {name: {"steps": 3, "lr": 3e-3} for name in [*CLS, "idkpo"]} | {
     "retrain": {},
@@ -219,6 +220,8 @@ def test_method_refuses_feature_requests(
 ):
     if fam != "classifier":
         pytest.skip("feature requests are checked on classifier data")
+    if "feature" in available_methods()[name].request_kinds:
+        pytest.skip("serves feature requests: checked by test_feature_method_contract")
     w = _world(
         fam,
         FeatureRequest(features=[0, 1]),
@@ -230,6 +233,42 @@ def test_method_refuses_feature_requests(
     )
     with pytest.raises(UnsupportedRequestError, match=f"{name} does not support feature"):
         get_method(name, FAST[fam][name]).run(w[2], _ctx(*w))
+
+
+FEATURE_METHODS = sorted(
+    n
+    for n, c in available_methods().items()
+    if "feature" in c.request_kinds and "classifier" in c.families()
+)
+# a 2x2 block of pixels in the middle of the 8x8 digits
+CENTRE = FeatureRequest(features=[27, 28, 35, 36])
+
+
+@pytest.mark.parametrize("name", FEATURE_METHODS)
+def test_feature_method_contract(name, digits_small, trained_tiny, tiny_spec):
+    """A method that serves feature requests runs, changes the model, leaves the input
+    alone, is seeded, and lowers the model's sensitivity to the features (their forgetting
+    direction: no sample is forgotten, so there is no forget loss to raise)."""
+    from unlearn.metrics import feature_sensitivity
+
+    w = _world("classifier", CENTRE, digits_small, trained_tiny, tiny_spec, None, None)
+    data, model = w[1], w[2]
+    before = _params(model).clone()
+    cfg = FAST["classifier"][name]
+    out, rec = get_method(name, cfg).run(model, _ctx(*w))
+    after = _params(out)
+    assert not torch.allclose(after, before), f"{name} did not change the model"
+    assert torch.equal(_params(model), before), f"{name} modified its input"
+    assert torch.isfinite(after).all() and rec.method == name and rec.seconds > 0
+    assert rec.config == {**rec.config, **cfg}
+    feats = list(CENTRE.features)
+    s0 = feature_sensitivity(model, data.x, feats, n_draws=5)
+    s1 = feature_sensitivity(out, data.x, feats, n_draws=5)
+    assert s1 < s0, f"{name}: feature sensitivity {s0:.4f} -> {s1:.4f}"
+    again, _ = get_method(name, cfg).run(model, _ctx(*w))
+    assert torch.equal(_params(again), after), f"{name} is not deterministic"
+    other, _ = get_method(name, cfg).run(model, _ctx(*w, seed=1))
+    assert not torch.equal(_params(other), after), f"{name} ignores the seed"
 
 
 @pytest.mark.parametrize("name", sorted(available_methods()))

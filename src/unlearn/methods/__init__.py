@@ -42,6 +42,7 @@ _MODULES = (
     "influence",
     "amun",
     "trw",
+    "ferrari",
     "llm.lune",
     "llm.kunbr",
     "llm.r2f",

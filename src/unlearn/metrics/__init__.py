@@ -8,12 +8,16 @@ from .classification import (
     loss_threshold_auc,
     mia_efficacy,
 )
+from .feature import attack_success_rate, feature_sensitivity, plant_trigger
 
 __all__ = [
     "AVG_GAP_KEYS",
     "accuracy",
+    "attack_success_rate",
     "avg_gap",
+    "feature_sensitivity",
     "js_divergence",
     "loss_threshold_auc",
     "mia_efficacy",
+    "plant_trigger",
 ]

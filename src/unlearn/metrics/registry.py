@@ -100,6 +100,22 @@ _add(
     "LLM: TOFU KS p-value vs the oracle; classifier: the NeurIPS 2023 challenge's",
 )
 _add("challenge_score", [CLS], ["reference"], "", "higher", "NeurIPS 2023 challenge score")
+_add(
+    "feature_sensitivity",
+    [CLS],
+    ["outputs"],
+    "",
+    "lower",
+    "Ferrari: mean norm of the output change per unit norm of noise on the features",
+)
+_add(
+    "attack_success_rate",
+    [CLS],
+    ["outputs"],
+    "%",
+    "lower",
+    "triggered inputs not of the target class that are classified as the target",
+)
 
 # -- language models --------------------------------------------------------------------
 for split in ("forget", "retain", "world"):
