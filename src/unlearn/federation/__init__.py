@@ -27,6 +27,11 @@ Engine (:mod:`.engine`, Flower ``NumPyClient`` semantics):
 - :func:`dsgd` -- decentralized SGD: gossip with a mixing matrix, then local training.
 - :func:`consensus_distance` -- mean squared distance of node parameters to their average.
 - :class:`FedResult` -- parameters, per-node parameters, costs and per-round history of a run.
+
+Flower engine (:mod:`.flower`; needs the ``federated`` extra, imported only when called):
+
+- :func:`flower_fedavg` -- :func:`fedavg` with the same clients run in Flower's simulation.
+- :func:`flower_dsgd` -- :func:`dsgd` with gossip relayed by a Flower ServerApp.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from .engine import (
     round_seed,
     set_parameters,
 )
+from .flower import flower_dsgd, flower_fedavg
 from .partition import dirichlet_partition, iid_partition
 from .topology import (
     TOPOLOGIES,
@@ -67,6 +73,8 @@ __all__ = [
     "edges",
     "erdos_renyi",
     "fedavg",
+    "flower_dsgd",
+    "flower_fedavg",
     "get_parameters",
     "iid_partition",
     "metropolis",

@@ -357,40 +357,44 @@ def _mean_loss(fits: list[tuple[Parameters, int, dict]]) -> float | None:
     return sum(v * n for v, n in pairs) / weight
 
 
-def fedavg(
-    clients: Sequence[Client],
-    initial_parameters: Parameters,
-    rounds: int,
-    fraction: float = 1.0,
-    seed: int = 0,
-    *,
-    config: dict | None = None,
-    evaluate_fn: EvaluateFn | None = None,
-) -> FedResult:
-    """Federated averaging: each round, ``ceil(fraction * len(clients))`` clients (drawn
-    without replacement from ``default_rng(seed)``; all of them when ``fraction`` is 1) fit
-    from the global parameters, which become the average of their results weighted by their
-    example counts (accumulated in float64, cast back to each array's dtype).
+FitResult = tuple[Parameters, int, dict]
 
-    Clients get ``{**config, "round": r}`` with ``r`` from 1. ``evaluate_fn(r, parameters)``,
-    when given, runs on the new global model after each round and its dict is merged into
-    that round's history entry.
-    """
+
+def _fedavg_args(clients, initial_parameters, rounds, fraction, seed, config):
+    """The checked arguments of :func:`fedavg` (shared with the Flower engine)."""
     clients = _check_clients(clients)
     params = _check_parameters(initial_parameters, "initial_parameters")
     rounds = check_int("rounds", rounds, low=0)
     fraction = check_float("fraction", fraction, low=0.0, high=1.0, low_open=True)
     seed = check_seed(seed)
-    base = dict(config or {})
-    k = len(clients)
-    m = min(k, max(1, math.ceil(fraction * k - 1e-12)))
+    return clients, params, rounds, fraction, seed, dict(config or {})
+
+
+def _sample_size(k: int, fraction: float) -> int:
+    """How many of ``k`` clients a FedAvg round samples."""
+    return min(k, max(1, math.ceil(fraction * k - 1e-12)))
+
+
+def _fedavg_loop(
+    k: int,
+    params: Parameters,
+    rounds: int,
+    fraction: float,
+    seed: int,
+    base: dict,
+    evaluate_fn: EvaluateFn | None,
+    fit_round: Callable[[list[int], Parameters, dict], list[FitResult]],
+) -> FedResult:
+    """FedAvg's rounds: sampling, aggregation, costs and history; ``fit_round(chosen,
+    params, cfg)`` returns the checked fits of the clients ``chosen``, in that order."""
+    m = _sample_size(k, fraction)
     rng = np.random.default_rng(seed)
     transfers = grad_evals = 0
     history = []
     for r in range(1, rounds + 1):
         chosen = list(range(k)) if m == k else sorted(rng.choice(k, m, replace=False).tolist())
         cfg = {**base, "round": r}
-        fits = [_fit(clients[i], params, cfg, f"clients[{i}]") for i in chosen]
+        fits = fit_round(chosen, params, cfg)
         params = _weighted_mean([(p, float(n)) for p, n, _ in fits], params)
         transfers += 2 * len(chosen)
         grad_evals += sum(int(mt.get("grad_evals", 0)) for _, _, mt in fits)
@@ -413,6 +417,35 @@ def fedavg(
     )
 
 
+def fedavg(
+    clients: Sequence[Client],
+    initial_parameters: Parameters,
+    rounds: int,
+    fraction: float = 1.0,
+    seed: int = 0,
+    *,
+    config: dict | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+) -> FedResult:
+    """Federated averaging: each round, ``ceil(fraction * len(clients))`` clients (drawn
+    without replacement from ``default_rng(seed)``; all of them when ``fraction`` is 1) fit
+    from the global parameters, which become the average of their results weighted by their
+    example counts (accumulated in float64, cast back to each array's dtype).
+
+    Clients get ``{**config, "round": r}`` with ``r`` from 1. ``evaluate_fn(r, parameters)``,
+    when given, runs on the new global model after each round and its dict is merged into
+    that round's history entry.
+    """
+    clients, params, rounds, fraction, seed, base = _fedavg_args(
+        clients, initial_parameters, rounds, fraction, seed, config
+    )
+
+    def fit_round(chosen, params, cfg):
+        return [_fit(clients[i], params, cfg, f"clients[{i}]") for i in chosen]
+
+    return _fedavg_loop(len(clients), params, rounds, fraction, seed, base, evaluate_fn, fit_round)
+
+
 def _check_mixing(mixing, k: int) -> np.ndarray:
     if isinstance(mixing, nx.Graph):
         mixing = metropolis(mixing)
@@ -424,6 +457,85 @@ def _check_mixing(mixing, k: int) -> np.ndarray:
     if not np.allclose(q.sum(axis=1), 1.0, rtol=0.0, atol=1e-8):
         raise UnlearnError("mixing rows must each sum to 1")
     return q
+
+
+def _dsgd_args(clients, initial_parameters, mixing, rounds, seed, config):
+    """The checked arguments of :func:`dsgd`: clients, one parameter list per node, the
+    mixing matrix, rounds and the base config (shared with the Flower engine)."""
+    clients = _check_clients(clients)
+    k = len(clients)
+    rounds = check_int("rounds", rounds, low=0)
+    check_seed(seed)
+    q = _check_mixing(mixing, k)
+    if (
+        isinstance(initial_parameters, (list, tuple))
+        and initial_parameters
+        and all(isinstance(p, (list, tuple)) for p in initial_parameters)
+    ):
+        if len(initial_parameters) != k:
+            raise UnlearnError(
+                f"initial_parameters: got {len(initial_parameters)} per-node lists for {k} nodes"
+            )
+        nodes = [
+            _check_parameters(p, f"initial_parameters[{i}]")
+            for i, p in enumerate(initial_parameters)
+        ]
+        for i, p in enumerate(nodes[1:], start=1):
+            _check_like(p, nodes[0], f"initial_parameters[{i}]")
+    else:
+        start = _check_parameters(initial_parameters, "initial_parameters")
+        nodes = [_copy(start) for _ in range(k)]
+    return clients, nodes, q, rounds, dict(config or {})
+
+
+def _neighbours(q: np.ndarray) -> list[list[int]]:
+    """Per node ``i``, the ``j`` with ``Q[i, j] > 0`` (``i`` itself included), ascending."""
+    return [np.flatnonzero(q[i]).tolist() for i in range(len(q))]
+
+
+def _gossip_transfers(q: np.ndarray) -> int:
+    """Models sent per D-SGD round: one per off-diagonal nonzero of ``Q``."""
+    return int(np.count_nonzero(q) - np.count_nonzero(np.diag(q)))
+
+
+def _dsgd_loop(
+    nodes: list[Parameters],
+    q: np.ndarray,
+    rounds: int,
+    base: dict,
+    evaluate_fn: EvaluateFn | None,
+    step: Callable[[list[Parameters], dict], list[FitResult]],
+) -> FedResult:
+    """D-SGD's rounds: costs and history; ``step(nodes, cfg)`` mixes and trains every node
+    and returns the checked fits in node order."""
+    per_round = _gossip_transfers(q)
+    transfers = grad_evals = 0
+    history = []
+    for r in range(1, rounds + 1):
+        cfg = {**base, "round": r}
+        fits = step(nodes, cfg)
+        nodes = [p for p, _, _ in fits]
+        transfers += per_round
+        grad_evals += sum(int(mt.get("grad_evals", 0)) for _, _, mt in fits)
+        entry = {
+            "round": r,
+            "loss": _mean_loss(fits),
+            "consensus_distance": consensus_distance(nodes),
+            "model_transfers": transfers,
+            "grad_evals": grad_evals,
+        }
+        if evaluate_fn is not None:
+            entry.update(evaluate_fn(r, _average(nodes)) or {})
+        history.append(entry)
+    return FedResult(
+        parameters=_average(nodes),
+        node_parameters=nodes,
+        rounds=rounds,
+        model_transfers=transfers,
+        grad_evals=grad_evals,
+        history=history,
+        consensus_distance=consensus_distance(nodes),
+    )
 
 
 def dsgd(
@@ -450,62 +562,19 @@ def dsgd(
     later random node activation): with every node active every round nothing here is
     random, the clients carry their own seeds.
     """
-    clients = _check_clients(clients)
-    k = len(clients)
-    rounds = check_int("rounds", rounds, low=0)
-    seed = check_seed(seed)
-    q = _check_mixing(mixing, k)
-    if (
-        isinstance(initial_parameters, (list, tuple))
-        and initial_parameters
-        and all(isinstance(p, (list, tuple)) for p in initial_parameters)
-    ):
-        if len(initial_parameters) != k:
-            raise UnlearnError(
-                f"initial_parameters: got {len(initial_parameters)} per-node lists for {k} nodes"
-            )
-        nodes = [
-            _check_parameters(p, f"initial_parameters[{i}]")
-            for i, p in enumerate(initial_parameters)
-        ]
-        for i, p in enumerate(nodes[1:], start=1):
-            _check_like(p, nodes[0], f"initial_parameters[{i}]")
-    else:
-        start = _check_parameters(initial_parameters, "initial_parameters")
-        nodes = [_copy(start) for _ in range(k)]
-    neighbours = [np.flatnonzero(q[i]).tolist() for i in range(k)]
-    per_round = int(np.count_nonzero(q) - np.count_nonzero(np.diag(q)))
-    base = dict(config or {})
-    transfers = grad_evals = 0
-    history = []
-    for r in range(1, rounds + 1):
-        mixed = [
-            _weighted_mean([(nodes[j], q[i, j]) for j in neighbours[i]], nodes[i]) for i in range(k)
-        ]
-        cfg = {**base, "round": r}
-        fits = [_fit(clients[i], mixed[i], cfg, f"clients[{i}]") for i in range(k)]
-        nodes = [p for p, _, _ in fits]
-        transfers += per_round
-        grad_evals += sum(int(mt.get("grad_evals", 0)) for _, _, mt in fits)
-        entry = {
-            "round": r,
-            "loss": _mean_loss(fits),
-            "consensus_distance": consensus_distance(nodes),
-            "model_transfers": transfers,
-            "grad_evals": grad_evals,
-        }
-        if evaluate_fn is not None:
-            entry.update(evaluate_fn(r, _average(nodes)) or {})
-        history.append(entry)
-    return FedResult(
-        parameters=_average(nodes),
-        node_parameters=nodes,
-        rounds=rounds,
-        model_transfers=transfers,
-        grad_evals=grad_evals,
-        history=history,
-        consensus_distance=consensus_distance(nodes),
+    clients, nodes, q, rounds, base = _dsgd_args(
+        clients, initial_parameters, mixing, rounds, seed, config
     )
+    neighbours = _neighbours(q)
+
+    def step(nodes, cfg):
+        mixed = [
+            _weighted_mean([(nodes[j], q[i, j]) for j in neighbours[i]], nodes[i])
+            for i in range(len(nodes))
+        ]
+        return [_fit(clients[i], mixed[i], cfg, f"clients[{i}]") for i in range(len(nodes))]
+
+    return _dsgd_loop(nodes, q, rounds, base, evaluate_fn, step)
 
 
 def _average(nodes: list[Parameters]) -> Parameters:
