@@ -28,6 +28,17 @@ Engine (:mod:`.engine`, Flower ``NumPyClient`` semantics):
 - :func:`consensus_distance` -- mean squared distance of node parameters to their average.
 - :class:`FedResult` -- parameters, per-node parameters, costs and per-round history of a run.
 
+Certified decentralized unlearning (:mod:`.certified`, a reconstruction of Wu et al.):
+
+- :func:`influence_weights` -- each node's share of one client's D-SGD steps (unrolled).
+- :func:`mixing_bound` -- bound on how far those shares are from ``rounds / N`` (``|lambda_2|``).
+- :func:`fisher_diagonal` / :func:`fisher_vector_product` -- empirical Fisher of the CE loss.
+- :func:`conjugate_gradient` -- CG on a matrix-vector product, with its true residual.
+- :func:`newton_correction` -- the Newton-style unlearning step (diag, CG or exact curvature).
+- :func:`gradient_residual_bound` -- data-dependent residual bound for linear softmax models.
+- :func:`gaussian_sigma` -- the classic Gaussian mechanism's noise scale.
+- :func:`dfl_certified_unlearn` -- consensus, correction, calibrated noise, broadcast.
+
 Flower engine (:mod:`.flower`; needs the ``federated`` extra, imported only when called):
 
 - :func:`flower_fedavg` -- :func:`fedavg` with the same clients run in Flower's simulation.
@@ -36,6 +47,18 @@ Flower engine (:mod:`.flower`; needs the ``federated`` extra, imported only when
 
 from __future__ import annotations
 
+from .certified import (
+    DFLCertifiedResult,
+    conjugate_gradient,
+    dfl_certified_unlearn,
+    fisher_diagonal,
+    fisher_vector_product,
+    gaussian_sigma,
+    gradient_residual_bound,
+    influence_weights,
+    mixing_bound,
+    newton_correction,
+)
 from .engine import (
     Client,
     FedResult,
@@ -64,20 +87,30 @@ from .topology import (
 __all__ = [
     "TOPOLOGIES",
     "Client",
+    "DFLCertifiedResult",
     "FedResult",
     "TorchClient",
     "complete",
+    "conjugate_gradient",
     "consensus_distance",
+    "dfl_certified_unlearn",
     "dirichlet_partition",
     "dsgd",
     "edges",
     "erdos_renyi",
     "fedavg",
+    "fisher_diagonal",
+    "fisher_vector_product",
     "flower_dsgd",
     "flower_fedavg",
+    "gaussian_sigma",
     "get_parameters",
+    "gradient_residual_bound",
     "iid_partition",
+    "influence_weights",
     "metropolis",
+    "mixing_bound",
+    "newton_correction",
     "ring",
     "round_seed",
     "set_parameters",
