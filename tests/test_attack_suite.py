@@ -41,6 +41,26 @@ def test_references_are_balanced_cached_and_worker_independent(digits_small, tmp
         train_references(pool, SPEC, FAST, k=3)
 
 
+def test_retrained_models_are_cached_by_content(digits_small, tmp_path, monkeypatch):
+    from unlearn.attacks import reference
+
+    pool, _ = digits_small
+    jobs = [(pool.subset(np.arange(60)), 1), (pool.subset(np.arange(60, 120)), 2)]
+    first = reference.train_many_cached(jobs, SPEC, FAST, 1, tmp_path)
+    assert [p.name.startswith("retrained-") for p in tmp_path.iterdir()] == [True]
+    calls = []
+    monkeypatch.setattr(reference, "train_many", lambda *a, **k: calls.append(1) or [])
+    again = reference.train_many_cached(jobs, SPEC, FAST, 1, tmp_path)
+    assert not calls  # loaded, not trained
+    for a, b in zip(first, again, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # another seed, other data or no cache folder: trained again
+    reference.train_many_cached([(jobs[0][0], 3), jobs[1]], SPEC, FAST, 1, tmp_path)
+    reference.train_many_cached([(pool.subset(np.arange(59)), 1), jobs[1]], SPEC, FAST, 1, tmp_path)
+    reference.train_many_cached(jobs, SPEC, FAST, 1, None)
+    assert len(calls) == 3
+
+
 def test_parallel_training_equals_serial(digits_small):
     pool, _ = digits_small
     jobs = [(pool.subset(np.arange(60)), 1), (pool.subset(np.arange(60, 120)), 2)]

@@ -25,7 +25,7 @@ from ..errors import UnlearnError
 from ..models import build_model
 from ..tasks.classifier import ClassifierTask, TrainRecipe
 
-__all__ = ["ReferenceSet", "train_references", "train_many"]
+__all__ = ["ReferenceSet", "train_references", "train_many", "train_many_cached"]
 
 
 @dataclass
@@ -80,6 +80,56 @@ def train_many(
     )
 
 
+def _save_states(states: list[dict], path: Path, extra: dict | None = None) -> None:
+    """Models' state dicts as one safetensors file, written beside it and renamed."""
+    flat = {f"{j}/{key}": t.contiguous() for j, s in enumerate(states) for key, t in s.items()}
+    flat.update(extra or {})
+    fd, tmp = tempfile.mkstemp(prefix=".models.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(flat, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_states(flat: dict, k: int) -> list[dict]:
+    states: list[dict] = [dict() for _ in range(k)]
+    for name, t in flat.items():
+        j, key = name.split("/", 1)
+        states[int(j)][key] = t
+    return states
+
+
+def train_many_cached(
+    jobs: Sequence[tuple[ArrayData, int]],
+    spec: dict,
+    recipe: TrainRecipe,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`train_many`, cached in ``cache_dir`` as one file keyed by every job's data
+    and seed, the model spec and the recipe (e.g. the models an attack retrains from
+    scratch for its ``retrain`` row: the same on every rerun of a scenario)."""
+    if cache_dir is None or not jobs:
+        return train_many(jobs, spec, recipe, workers, progress)
+    h = hashlib.sha256()
+    for d, seed in jobs:
+        h.update(d.x.numpy().tobytes())
+        h.update(d.y.numpy().tobytes())
+        h.update(str(int(seed)).encode())
+    h.update(json.dumps([spec, recipe.to_dict(), len(jobs)], sort_keys=True).encode())
+    path = Path(cache_dir) / f"retrained-{h.hexdigest()[:20]}.safetensors"
+    if path.is_file():
+        return _load_states(load_file(str(path)), len(jobs))
+    states = train_many(jobs, spec, recipe, workers, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_states(states, path)
+    return states
+
+
 def _cache_key(pool: ArrayData, spec: dict, recipe: TrainRecipe, k: int, seed: int) -> str:
     h = hashlib.sha256()
     h.update(pool.x.numpy().tobytes())
@@ -119,22 +169,9 @@ def train_references(
             flat = load_file(str(path))
             if not np.array_equal(flat.pop("__in_mask__").numpy(), in_mask):
                 raise UnlearnError(f"reference cache {path} does not match its key; delete it")
-            states: list[dict] = [dict() for _ in range(k)]
-            for name, t in flat.items():
-                j, key = name.split("/", 1)
-                states[int(j)][key] = t
-            return ReferenceSet(pool, spec, in_mask, states)
+            return ReferenceSet(pool, spec, in_mask, _load_states(flat, k))
     jobs = [(pool.subset(np.flatnonzero(in_mask[j])), seed * 7919 + j) for j in range(k)]
     states = train_many(jobs, spec, recipe, workers, progress)
     if path is not None:
-        flat = {f"{j}/{key}": t.contiguous() for j, s in enumerate(states) for key, t in s.items()}
-        flat["__in_mask__"] = torch.from_numpy(in_mask)
-        fd, tmp = tempfile.mkstemp(prefix=".references.", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(flat, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _save_states(states, path, {"__in_mask__": torch.from_numpy(in_mask)})
     return ReferenceSet(pool, spec, in_mask, states)

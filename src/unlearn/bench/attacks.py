@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..attacks import mia
-from ..attacks.reference import ReferenceSet, train_many, train_references
+from ..attacks.reference import ReferenceSet, train_many_cached, train_references
 from ..data.core import ArrayData, Split, split_request
 from ..errors import ScenarioError
 from ..methods.amun import shared_adversarial_search
@@ -348,9 +348,13 @@ class AttackSuite:
         return self.methods[label].run(model, ctx)[0]
 
     def _train(self, jobs: list[tuple[ArrayData, int]]) -> list[torch.nn.Module]:
-        """Models trained with the scenario's recipe on ``(data, seed)`` jobs, in eval mode."""
+        """Models trained with the scenario's recipe on ``(data, seed)`` jobs, in eval mode
+        (cached by content in the attacks' ``cache_dir``: a rerun loads them)."""
         models = []
-        for state in train_many(jobs, self.spec, self.recipe, self.cfg.workers):
+        states = train_many_cached(
+            jobs, self.spec, self.recipe, self.cfg.workers, Path(self.cfg.cache_dir)
+        )
+        for state in states:
             m = build_model(self.spec)
             m.load_state_dict(state)
             models.append(m.eval())
