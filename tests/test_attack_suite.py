@@ -139,7 +139,7 @@ def test_mia_nn_and_challenge_in_a_run(tmp_path):
     raw = {
         **MEMORISE,
         "forget": {"kind": "class", "classes": [3]},
-        "attacks": {"mia_nn": True, "workers": 1},
+        "attacks": {"mia_nn": True, "workers": 1, "cache_dir": str(tmp_path)},
     }
     res = run_scenario(parse_scenario(raw))
     m = {r["method"]: r["metrics"] for r in res["rows"]}
@@ -147,7 +147,11 @@ def test_mia_nn_and_challenge_in_a_run(tmp_path):
     assert 25 < m["retrain"]["mia_nn_auc"] < 75
     raw = {
         **MEMORISE,
-        "attacks": {"challenge": {"models": 3, "rows": ["finetune", "retrain"]}, "workers": 1},
+        "attacks": {
+            "challenge": {"models": 3, "rows": ["finetune", "retrain"]},
+            "workers": 1,
+            "cache_dir": str(tmp_path),
+        },
     }
     res = run_scenario(parse_scenario(raw))
     m = {r["method"]: r["metrics"] for r in res["rows"]}
