@@ -445,16 +445,18 @@ def _quiet_flower(verbose: bool):
         logger.setLevel(level)
 
 
-def _simulate(clients: list, main, *, num_cpus, client_gpus, ray_address, verbose) -> None:
-    """Run ``main(grid)`` as the ServerApp of a simulation with one node per client."""
+def _simulate(clients: list, main, *, num_cpus, client_gpus, ray_address, verbose) -> FedResult:
+    """Run ``main(grid)`` as the ServerApp of a simulation with one node per client and
+    return what it returned."""
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     server = ServerApp()
+    box: dict[str, FedResult] = {}
 
     @server.main()
     def _main(grid, context):
-        main(grid)
+        box["result"] = main(grid)
 
     num_gpus = None if client_gpus > 0 else 0
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": float(client_gpus)}}
@@ -468,6 +470,9 @@ def _simulate(clients: list, main, *, num_cpus, client_gpus, ray_address, verbos
             backend_config=backend,
             verbose_logging=verbose,
         )
+    if "result" not in box:
+        raise UnlearnError("Flower's simulation ended before the ServerApp finished")
+    return box["result"]
 
 
 def _resources(num_cpus, client_gpus, busy: int) -> tuple[int, float]:
@@ -522,9 +527,7 @@ def flower_fedavg(
         return _fedavg_loop(k, params, 0, fraction, seed, base, evaluate_fn, None)
     from flwr.app import Message, RecordDict
 
-    box: dict[str, FedResult] = {}
-
-    def main(grid) -> None:
+    def main(grid) -> FedResult:
         node_of = _node_ids(grid, k, timeout)
 
         def fit_round(chosen, params, cfg):
@@ -542,11 +545,9 @@ def flower_fedavg(
             replies = _exchange(grid, messages, timeout, f"round {cfg['round']}")
             return [_read_fit(replies[i], params, f"clients[{i}]") for i in chosen]
 
-        box["result"] = _fedavg_loop(
-            k, params, rounds, fraction, seed, base, evaluate_fn, fit_round
-        )
+        return _fedavg_loop(k, params, rounds, fraction, seed, base, evaluate_fn, fit_round)
 
-    _simulate(
+    return _simulate(
         clients,
         main,
         num_cpus=num_cpus,
@@ -554,9 +555,6 @@ def flower_fedavg(
         ray_address=ray_address,
         verbose=verbose,
     )
-    if "result" not in box:
-        raise UnlearnError("Flower's simulation ended before the ServerApp finished")
-    return box["result"]
 
 
 def flower_dsgd(
@@ -595,9 +593,8 @@ def flower_dsgd(
     from flwr.app import ConfigRecord, Message, RecordDict
 
     neighbours = _neighbours(q)
-    box: dict[str, FedResult] = {}
 
-    def main(grid) -> None:
+    def main(grid) -> FedResult:
         node_of = _node_ids(grid, k, timeout)
         seeded: set[int] = set()  # nodes that hold their own model
 
@@ -630,9 +627,9 @@ def flower_dsgd(
             seeded.update(range(k))
             return [_read_fit(replies[i], nodes[i], f"clients[{i}]") for i in range(k)]
 
-        box["result"] = _dsgd_loop(nodes, q, rounds, base, evaluate_fn, step)
+        return _dsgd_loop(nodes, q, rounds, base, evaluate_fn, step)
 
-    _simulate(
+    return _simulate(
         clients,
         main,
         num_cpus=num_cpus,
@@ -640,6 +637,3 @@ def flower_dsgd(
         ray_address=ray_address,
         verbose=verbose,
     )
-    if "result" not in box:
-        raise UnlearnError("Flower's simulation ended before the ServerApp finished")
-    return box["result"]
