@@ -60,7 +60,12 @@ LM = {name: {"steps": 3, "lr": 3e-3} for name in [*CLS, "idkpo"]} | {
     "r2f": {"steps": 3, "lr": 0.05, "lora_rank": 4, "fit_batches": 4, "proxy": "self_copy"},
 }
 CONVEX = {"retrain": {}, "certified_newton": {}}
-FAST = {"classifier": CLS, "causal_lm": LM, "convex": CONVEX}
+FED = {
+    "dfl_certified": {"curvature": "hessian_cg", "damping": 0.0, "newton_steps": 2, "tol": 0.1},
+    "fed_finetune": {"rounds": 10},
+    "fed_pga": {"epochs": 2, "post_rounds": 1},
+}
+FAST = {"classifier": CLS, "causal_lm": LM, "convex": CONVEX, "federated": FED}
 # methods whose result does not depend on the seed (no random choice at all)
 SEED_FREE = {("certified_newton", "convex")}
 # methods that need alternative targets a benchmark gives (LUNE's replacement answers)
@@ -133,7 +138,25 @@ def convex_world(digits_small):
     return {"task": ConvexTask(classes=np.arange(10)), "data": data, "model": model}
 
 
-def _world(fam, request, digits_small, trained_tiny, tiny_spec, lm_world, convex_world):
+@pytest.fixture(scope="module")
+def fed_world(digits_small):
+    """Four clients of the small digits set (IID), a linear model trained by D-SGD on a ring."""
+    from unlearn.federation import iid_partition
+    from unlearn.tasks.federated import FederatedData, FederatedTask
+
+    train, _ = digits_small
+    owner = np.empty(len(train), dtype=np.int64)
+    for c, idx in enumerate(iid_partition(len(train), 4, 0)):
+        owner[idx] = c
+    data = FederatedData(train.x, train.y, owner, train.classes)
+    task = FederatedTask(
+        lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+        {"rounds": 200, "lr": 0.5, "weight_decay": 0.001, "batch_size": 16},
+    )
+    return {"task": task, "data": data, "model": task.train(data, range(4), seed=0)}
+
+
+def _world(fam, request, digits_small, trained_tiny, tiny_spec, lm_world, convex_world, fed=None):
     if fam == "classifier":
         train, _ = digits_small
         return (
@@ -148,6 +171,8 @@ def _world(fam, request, digits_small, trained_tiny, tiny_spec, lm_world, convex
     if fam == "causal_lm":
         w = lm_world
         return w["task"], w["data"], w["model"], w["request"], w["recipe"], w["factory"], w["alt"]
+    if fam == "federated":
+        return fed["task"], fed["data"], fed["model"], request, None, None, {}
     w = convex_world
     return w["task"], w["data"], w["model"], request, None, None, {}
 
@@ -166,6 +191,10 @@ def _ctx(task, data, model, request, recipe, factory, alt, seed=0):
 
 
 def _params(model) -> torch.Tensor:
+    from unlearn.tasks.federated import FedModel
+
+    if isinstance(model, FedModel):
+        return torch.as_tensor(np.concatenate([np.ravel(p) for p in model.parameters]))
     if isinstance(model, CertifiedLogReg):
         return torch.as_tensor(model.coef_.copy())
     return weights(model)
@@ -179,13 +208,22 @@ REQUESTS = {"samples": SampleRequest(fraction=0.1, seed=0), "class": ClassReques
 
 
 @pytest.mark.parametrize(("name", "fam"), CASES)
-def test_method_contract(name, fam, digits_small, trained_tiny, tiny_spec, lm_world, convex_world):
+def test_method_contract(
+    name, fam, digits_small, trained_tiny, tiny_spec, lm_world, convex_world, fed_world
+):
     cls = available_methods()[name]
     assert cls.name == name and cls.summary and cls.request_kinds and cls.requires
     kinds = ["samples"] if fam == "causal_lm" else ["samples", "class"]
     for kind in kinds:
         w = _world(
-            fam, REQUESTS[kind], digits_small, trained_tiny, tiny_spec, lm_world, convex_world
+            fam,
+            REQUESTS[kind],
+            digits_small,
+            trained_tiny,
+            tiny_spec,
+            lm_world,
+            convex_world,
+            fed_world,
         )
         task, data, model, request = w[:4]
         if request.kind not in cls.request_kinds:

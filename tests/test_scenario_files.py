@@ -34,6 +34,10 @@ def test_scenario_file_parses(path):
 
         sc = parse_ablation(raw, str(path))
         assert sc.model["name"] == "smollm2" and sc.methods
+    elif kind == "federated":
+        from unlearn.bench.federated import FederatedFamily
+
+        assert FederatedFamily().parse(raw, str(path), path.parent).methods
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
 

@@ -82,7 +82,10 @@ TABLE_METRICS = (
     ("full_grad_evals", "Full grad evals", 0),
     ("fluency_ppl", "Fluency PPL", 1),
     ("challenge_score", "Challenge score", 3),
+    ("mia_auc", "MIA AUC", 1),
     ("epsilon", "epsilon", 3),
+    ("sigma", "sigma", None),
+    ("sensitivity", "Sensitivity", None),
     ("residual_bound", "Residual bound", None),
     ("param_distance_to_oracle", "Distance to oracle", None),
     ("js_to_oracle", "JS to oracle", 4),
@@ -91,6 +94,10 @@ TABLE_METRICS = (
     ("train_state_mb", "Train state MB", None),
     ("peak_mem_mb", "Peak MB", None),
     ("time_vs_oracle", "Time / oracle", 3),
+    ("grad_evals", "Grad evals", None),
+    ("grad_evals_vs_oracle", "Grad evals / oracle", 3),
+    ("model_transfers", "Transfers", None),
+    ("transfers_vs_oracle", "Transfers / oracle", 3),
 )
 
 

@@ -109,7 +109,7 @@ __all__ = [
 
 Parameters = list[np.ndarray]
 
-CURVATURES = ("diag", "cg", "exact")
+CURVATURES = ("diag", "cg", "hessian_cg", "exact")
 GRADIENTS = ("deleted", "retained")
 
 #: Largest trainable-parameter count for which ``curvature="exact"`` forms the dense Hessian.
@@ -532,16 +532,18 @@ def newton_correction(
     (``"retained"``); see the module docstring for why ``x + s`` is a Newton step on the
     retained objective. ``C_r`` is the retained data's empirical Fisher: its diagonal
     (``"diag"``), or Fisher-vector products in :func:`conjugate_gradient` (``"cg"``,
-    ``max_iters`` and ``tol``), or the exact Hessian of the mean retained CE (``"exact"``,
-    dense, at most :data:`EXACT_MAX_PARAMETERS` parameters, Cholesky-solved). ``"diag"`` and
-    ``"cg"`` need ``weight_decay + damping > 0``. ``model`` (at the consensus ``x``) is not
-    modified; it is evaluated in eval mode.
+    ``max_iters`` and ``tol``); or, in place of the Fisher, the Hessian of the mean retained
+    CE: by Hessian-vector products in conjugate gradients (``"hessian_cg"``, the inverse-
+    Hessian Newton step of Zhang et al.'s certified deep unlearning, not the DFL paper's
+    Fisher) or dense (``"exact"``, at most :data:`EXACT_MAX_PARAMETERS` parameters,
+    Cholesky-solved). All but ``"exact"`` need ``weight_decay + damping > 0``. ``model`` (at
+    the consensus ``x``) is not modified; it is evaluated in eval mode.
 
     ``grad_evals`` counts per-example gradient work as the engine does (one per example a
     gradient pass touches): ``n_u`` (or ``n_r`` for ``"retained"``) for ``b``; ``n_r`` for the
-    diagonal; ``n_r`` per Fisher-vector product for ``"cg"`` (its iterations plus one for the
-    true residual); ``n_r * P`` for ``"exact"`` (a dense Hessian is ``P`` Hessian-vector
-    products).
+    diagonal; ``n_r`` per Fisher- or Hessian-vector product for ``"cg"`` and ``"hessian_cg"``
+    (its iterations plus one for the true residual); ``n_r * P`` for ``"exact"`` (a dense
+    Hessian is ``P`` Hessian-vector products).
     """
     obj = _Objective(model)
     curvature = _choice("curvature", curvature, CURVATURES)
@@ -552,10 +554,10 @@ def newton_correction(
     max_iters = check_int("max_iters", max_iters, low=1)
     tol = check_float("tol", tol, low=0.0)
     shift = weight_decay + damping
-    if curvature in ("diag", "cg") and not shift > 0.0:
+    if curvature in ("diag", "cg", "hessian_cg") and not shift > 0.0:
         raise UnlearnError(
-            f"damping: the empirical Fisher is only positive semidefinite, so curvature "
-            f"{curvature!r} needs weight_decay + damping > 0"
+            f"damping: the empirical Fisher and the cross-entropy Hessian are only positive "
+            f"semidefinite, so curvature {curvature!r} needs weight_decay + damping > 0"
         )
     with _EvalMode(model):
         xr, yr = _data(retained, "retained", obj)
@@ -575,6 +577,12 @@ def newton_correction(
         elif curvature == "cg":
             cg = conjugate_gradient(
                 lambda v: _fvp(obj, xr, yr, v, batch_size) + shift * v, b, max_iters, tol
+            )
+            step = cg.solution
+            evals += n_r * cg.matvecs
+        elif curvature == "hessian_cg":
+            cg = conjugate_gradient(
+                lambda v: _hvp(obj, xr, yr, v, batch_size) + shift * v, b, max_iters, tol
             )
             step = cg.solution
             evals += n_r * cg.matvecs

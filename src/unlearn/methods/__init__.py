@@ -47,6 +47,7 @@ _MODULES = (
     "llm.kunbr",
     "llm.r2f",
     "certified",
+    "federated",
 )
 _loaded = False
 

@@ -212,6 +212,19 @@ _add(
     "(removal + refresh) / oracle seconds",
 )
 
+# -- federations (kind: federated) -------------------------------------------------------
+FED = "federated"
+_add("mia_auc", [FED], ["outputs"], "%", "oracle", "loss attack AUC, deleted client vs test")
+_add("grad_evals", [FED], ["cost"], "", "lower", "per-example gradient evaluations")
+_add("model_transfers", [FED], ["cost"], "", "lower", "parameter vectors sent over a link")
+_add("grad_evals_vs_oracle", [FED], ["cost", "oracle"], "ratio", "lower", "grad_evals / oracle's")
+_add("transfers_vs_oracle", [FED], ["cost", "oracle"], "ratio", "lower", "transfers / oracle's")
+_add("consensus_distance", [FED], ["outputs"], "", "none", "nodes' mean sq. distance to mean")
+_add("sigma", [FED], [], "", "none", "Gaussian noise scale of the certificate")
+_add("sensitivity", [FED], [], "", "lower", "certified distance to the retained optimum")
+_add("measured_residual", [FED], [], "", "lower", "retained gradient norm the bound covers")
+_add("distributed_passes", [FED], ["cost"], "", "lower", "passes over the clients' data")
+
 
 def check_rows(rows: list[dict], family: str) -> None:
     """Raise if a row carries a metric the registry does not declare for ``family``."""

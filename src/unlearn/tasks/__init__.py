@@ -4,11 +4,16 @@ from .base import Task, available_tasks, register_task
 from .causal_lm import CausalLMTask, LMRecipe, PairData
 from .classifier import ClassifierTask, TrainRecipe
 from .convex import ConvexTask
+from .federated import FederatedData, FederatedTask, FedModel, FedRecipe
 
 __all__ = [
     "CausalLMTask",
     "ClassifierTask",
     "ConvexTask",
+    "FedModel",
+    "FedRecipe",
+    "FederatedData",
+    "FederatedTask",
     "LMRecipe",
     "PairData",
     "Task",

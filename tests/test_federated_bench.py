@@ -1,0 +1,244 @@
+"""The ``kind: federated`` family: a federation trained, one client deleted, the oracle
+retrained without it, and the federated methods (certified DFL removal, fine-tuning,
+projected gradient ascent) scored against it with their compute and communication."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unlearn.bench.core import family_for
+from unlearn.bench.federated import random_fourier, run_federated
+from unlearn.data import split_request
+from unlearn.errors import ScenarioError, UnlearnError, UnsupportedRequestError
+from unlearn.federation import iid_partition
+from unlearn.federation.certified import flatten_parameters, gradient_residual_bound
+from unlearn.federation.engine import set_parameters
+from unlearn.methods import UnlearnContext, get_method
+from unlearn.methods.federated import tree_pass_transfers
+from unlearn.requests import GroupRequest, SampleRequest
+from unlearn.tasks.federated import FederatedData, FederatedTask, FedRecipe
+
+SPEC = {
+    "name": "fed-tiny",
+    "kind": "federated",
+    "data": {"name": "digits"},
+    "features": {"random_fourier": 24, "seed": 0},
+    "model": {"name": "linear"},
+    "federation": {"clients": 5, "partition": "iid"},
+    "recipe": {"rounds": 15, "lr": 0.5, "weight_decay": 0.01, "topology": "ring"},
+    "forget": {"client": 2},
+    "seeds": [0],
+    "methods": [
+        {"name": "dfl_certified", "curvature": "hessian_cg", "damping": 0.0, "newton_steps": 2,
+         "tol": 0.1, "epsilon": 0.5},
+        {"name": "dfl_certified", "label": "exact_newton", "certify": False,
+         "curvature": "hessian_cg", "damping": 0.0, "newton_steps": 4, "tol": 1e-10},
+        {"name": "fed_finetune", "rounds": 3},
+        {"name": "fed_pga", "epochs": 1, "post_rounds": 1},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_federated(SPEC)
+
+
+def rows_of_client_2(n: int) -> int:
+    """How many samples the IID split of seed 0 gives client 2."""
+    return len(iid_partition(n, 5, 0)[2])
+
+
+def _row(res, label):
+    return next(r for r in res["rows"] if r["method"] == label)
+
+
+def test_rows_metrics_and_costs(results):
+    labels = [r["method"] for r in results["rows"]]
+    assert labels == [
+        "original", "retrain", "oracle_noise", "dfl_certified", "exact_newton",
+        "fed_finetune", "fed_pga",
+    ]  # fmt: skip
+    assert all(r["forget_client"] == 2 for r in results["rows"])
+    o, r = _row(results, "original")["metrics"], _row(results, "retrain")["metrics"]
+    # training costs: 15 rounds, one local epoch; the ring of 5 sends 10 models a round,
+    # the retrained ring of 4 sends 8, and it trains on the 4 remaining clients' data only
+    from unlearn.data import load_dataset
+
+    n = len(load_dataset({"name": "digits"})[0])
+    assert o["model_transfers"] == 15 * 10 and r["model_transfers"] == 15 * 8
+    assert o["grad_evals"] == 15 * n and r["grad_evals"] == 15 * (n - rows_of_client_2(n))
+    for label in ("dfl_certified", "exact_newton", "fed_finetune", "fed_pga"):
+        m = _row(results, label)["metrics"]
+        assert m["grad_evals_vs_oracle"] > 0 and m["transfers_vs_oracle"] > 0
+        if label != "exact_newton":  # CG to 1e-10 on 15 rounds' worth of training: dearer
+            assert m["grad_evals_vs_oracle"] < 1 and m["transfers_vs_oracle"] < 1
+        assert 0 <= m["mia_auc"] <= 100 and 0 <= m["test_acc"] <= 100
+    c = _row(results, "dfl_certified")["metrics"]
+    assert c["epsilon"] == 0.5 and c["delta"] == 1e-5
+    assert c["measured_residual"] <= c["residual_bound"]
+    assert math.isclose(
+        c["sigma"], c["sensitivity"] / 0.5 * math.sqrt(2 * math.log(1.25 / 1e-5)), rel_tol=1e-9
+    )
+    assert c["sensitivity"] == pytest.approx(c["residual_bound"] / 0.01)
+    # transfers: the 5 nodes' models gathered, 2 x 3 per pass on the tree of 4, one broadcast
+    rec = _row(results, "dfl_certified")["record"]["extra"]
+    assert rec["model_transfers"] == 4 + rec["distributed_passes"] * 6 + 3
+    assert "epsilon" not in _row(results, "exact_newton")["metrics"]
+
+
+def test_the_run_is_deterministic(results):
+    again = run_federated(SPEC)
+    for a, b in zip(again["rows"], results["rows"], strict=True):
+        timed = ("seconds", "time_vs_oracle", "peak_mem_mb", "baseline_mem_mb")
+        assert set(a["metrics"]) == set(b["metrics"])
+        for k in set(a["metrics"]) - set(timed):
+            assert a["metrics"].get(k) == b["metrics"].get(k), (a["method"], k)
+
+
+def _fed(seed=0, clients=4):
+    x = torch.randn(120, 6, generator=torch.Generator().manual_seed(seed))
+    w = torch.randn(6, 3, generator=torch.Generator().manual_seed(seed + 1))
+    y = (x @ w).argmax(1)
+    owner = np.empty(120, dtype=np.int64)
+    for c, idx in enumerate(iid_partition(120, clients, seed)):
+        owner[idx] = c
+    data = FederatedData(x, y, owner)
+    task = FederatedTask(
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)),
+        {"rounds": 40, "lr": 0.5, "weight_decay": 0.05, "batch_size": 10},
+    )
+    return task, data
+
+
+def test_certified_newton_reaches_the_retained_optimum_on_a_sample_request():
+    """Sample deletion keeps every client; exact Newton steps drive the retained objective's
+    gradient to ~0 (measured in float64), and the certificate's noise then is tiny."""
+    task, data = _fed()
+    model = task.train(data, range(4), seed=0)
+    req = SampleRequest(indices=list(range(0, 120, 10)))
+    split = split_request(data, req)
+    ctx = UnlearnContext(task=task, split=split, request=req, original=model, seed=0)
+    out, rec = get_method(
+        "dfl_certified",
+        {"certify": False, "curvature": "hessian_cg", "damping": 0.0, "newton_steps": 5,
+         "tol": 1e-12},
+    ).run(model, ctx)  # fmt: skip
+    assert out.clients == (0, 1, 2, 3) and len(out.node_parameters) == 4
+    net = task.model_factory().double()
+    set_parameters(net, out.parameters)
+    zero = torch.zeros_like(flatten_parameters(net))
+    res = gradient_residual_bound(net, (split.retain.x.double(), split.retain.y), zero, 0.05)
+    assert res.measured < 1e-6
+    cert, rec2 = get_method(
+        "dfl_certified", {"curvature": "hessian_cg", "damping": 0.0, "newton_steps": 5,
+                          "tol": 1e-12, "epsilon": 0.5}
+    ).run(model, ctx)  # fmt: skip
+    assert rec2.extra["sigma"] < 1e-4
+    # the original is untouched
+    assert model.grad_evals == 40 * 120
+
+
+def test_client_deletion_rebuilds_the_graph_for_the_rest():
+    task, data = _fed(clients=5)
+    model = task.train(data, range(5), seed=0)
+    req = GroupRequest(groups=(3,), by="client")
+    ctx = UnlearnContext(task=task, split=split_request(data, req), request=req,
+                         original=model, seed=0)  # fmt: skip
+    out, _ = get_method("fed_finetune", {"rounds": 2}).run(model, ctx)
+    assert out.clients == (0, 1, 2, 4) and out.mixing.shape == (4, 4)
+    assert out.model_transfers == 2 * 8  # a ring of 4: 8 directed edges a round
+    assert out.grad_evals == 2 * (120 - len(data.of(3)[1]))
+    pga, rec = get_method("fed_pga", {"epochs": 1, "post_rounds": 0}).run(model, ctx)
+    assert pga.clients == (0, 1, 2, 4) and rec.extra["radius"] > 0
+    assert pga.grad_evals == len(data.of(3)[1])
+
+
+def test_bad_requests_and_recipes_are_refused():
+    task, data = _fed()
+    model = task.train(data, range(4), seed=0)
+    req = SampleRequest(indices=[0, 1])
+    ctx = UnlearnContext(task=task, split=split_request(data, req), request=req,
+                         original=model, seed=0)  # fmt: skip
+    with pytest.raises(UnsupportedRequestError, match="does not support samples"):
+        get_method("fed_pga").run(model, ctx)
+    adam = FederatedTask(task.model_factory, {"optimizer": "adamw", "weight_decay": 0.01})
+    ctx2 = UnlearnContext(task=adam, split=ctx.split, request=req, original=model, seed=0)
+    with pytest.raises(UnlearnError, match="coupled weight decay"):
+        get_method("dfl_certified").run(model, ctx2)
+    with pytest.raises(UnlearnError, match="epsilon must be < 1"):
+        get_method("dfl_certified", {"epsilon": 1.5})
+    two = GroupRequest(groups=(0, 1, 2), by="client")
+    ctx3 = UnlearnContext(task=task, split=split_request(data, two), request=two,
+                          original=model, seed=0)  # fmt: skip
+    with pytest.raises(UnlearnError, match="fewer than 2 clients"):
+        get_method("fed_finetune").run(model, ctx3)
+    with pytest.raises(UnlearnError, match="protocol"):
+        FedRecipe(protocol="gossip")
+    with pytest.raises(UnlearnError, match="topology"):
+        FedRecipe(topology="star")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"surprise": 1}, "unknown key"),
+        ({"forget": {"client": 9}}, "client must be 'random' or an id"),
+        ({"federation": {"clients": 2}}, "clients must be an integer >= 3"),
+        ({"federation": {"clients": 5, "partition": "zipf"}}, "partition must be"),
+        ({"recipe": {"protocol": "gossip"}}, "recipe: federated recipe: protocol"),
+        ({"model": {"name": "cnn"}}, "model must be"),
+        ({"features": {"random_fourier": 0}}, "random_fourier must be a positive integer"),
+        ({"methods": [{"name": "dfl_certified", "label": "retrain"}]}, "reserved"),
+        ({"methods": [{"name": "dfl_certified", "epsilon": 2.0}]}, "epsilon must be < 1"),
+        ({"methods": [{"name": "amun"}]}, "needs a task with"),
+    ],
+)
+def test_scenario_errors_name_the_field(change, match):
+    fam = family_for({**SPEC, **change})
+    with pytest.raises((ScenarioError, UnlearnError), match=match):
+        sc = fam.parse({**SPEC, **change}, "fed-tiny", None)
+        fam.setup(sc, lambda m: None)
+
+
+def test_random_fourier_features_are_per_sample_and_unit_norm():
+    x = torch.randn(10, 1, 7, generator=torch.Generator().manual_seed(0))
+    z = random_fourier(x, 5, seed=3)
+    assert z.shape == (10, 6) and torch.allclose(z.norm(dim=1), torch.ones(10), atol=1e-6)
+    # one sample's features do not depend on the others
+    assert torch.allclose(random_fourier(x[:3], 5, seed=3), z[:3])
+    assert not torch.allclose(random_fourier(x, 5, seed=4), z)
+    # the constant column, before scaling, is 1: it is the row's inverse norm afterwards
+    raw = torch.cat(
+        [
+            torch.cos(x.reshape(10, -1).double() @ torch.zeros(7, 5).double()),
+            torch.ones(10, 1).double(),
+        ],
+        1,
+    )
+    assert raw.shape == (10, 6)
+
+
+def test_tree_pass_transfers():
+    assert tree_pass_transfers(15) == 28 and tree_pass_transfers(2) == 2
+
+
+@pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("flwr", "ray")),
+    reason="flwr[simulation] not installed",
+)
+def test_flower_engine_trains_the_same_federation():
+    """The task's two engines give the same D-SGD federation (same clients, same seed)."""
+    task, data = _fed(clients=3)
+    task.recipe = FedRecipe(rounds=2, lr=0.5, weight_decay=0.05, batch_size=10)
+    local = task.train(data, range(3), seed=0)
+    flower = FederatedTask(task.model_factory, task.recipe, engine="flower")
+    remote = flower.train(data, range(3), seed=0)
+    for a, b in zip(local.parameters, remote.parameters, strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+    assert (local.grad_evals, local.model_transfers) == (remote.grad_evals, remote.model_transfers)
