@@ -196,7 +196,7 @@ def test_bad_requests_and_recipes_are_refused():
         ({"features": {"random_fourier": 0}}, "random_fourier must be a positive integer"),
         ({"methods": [{"name": "dfl_certified", "label": "retrain"}]}, "reserved"),
         ({"methods": [{"name": "dfl_certified", "epsilon": 2.0}]}, "epsilon must be < 1"),
-        ({"methods": [{"name": "amun"}]}, "needs a task with"),
+        ({"methods": [{"name": "amun"}]}, "a client that leaves runs nothing"),
     ],
 )
 def test_scenario_errors_name_the_field(change, match):
@@ -242,3 +242,127 @@ def test_flower_engine_trains_the_same_federation():
     for a, b in zip(local.parameters, remote.parameters, strict=True):
         assert np.abs(a - b).max() <= 1e-6
     assert (local.grad_evals, local.model_transfers) == (remote.grad_evals, remote.model_transfers)
+
+
+BACKDOOR = {
+    "name": "fed-backdoor-tiny",
+    "kind": "federated",
+    "data": {"name": "digits"},
+    "model": {"name": "mlp", "hidden": [32]},
+    "federation": {"clients": 4, "partition": "iid"},
+    "recipe": {"protocol": "fedavg", "rounds": 15, "lr": 0.1, "momentum": 0.9,
+               "weight_decay": 0.0},
+    "forget": {"backdoor": {"client": 1, "fraction": 0.6, "target": 0,
+                            "features": [0, 1, 8, 9], "value": 1.0}},
+    "seeds": [0],
+    "methods": [
+        {"name": "ferrari", "lr": 0.1, "epochs": 3, "optimizer": "sgd", "momentum": 0.0,
+         "batch_size": 16, "n_draws": 4},
+        {"name": "gradient_ascent", "epochs": 1, "lr": 1e-3, "optimizer": "adam"},
+        {"name": "fed_finetune", "rounds": 2},
+    ],
+}  # fmt: skip
+
+
+def test_backdoor_scenario_plants_learns_and_scores_the_trigger():
+    res = run_federated(BACKDOOR)
+    m = {r["method"]: r["metrics"] for r in res["rows"]}
+    assert list(m) == ["original", "retrain", "oracle_noise", "ferrari", "gradient_ascent",
+                       "fed_finetune"]  # fmt: skip
+    for row in m.values():
+        assert {"attack_success_rate", "feature_sensitivity", "test_acc", "mia_auc"} <= set(row)
+    # the backdoor works on the original and not on the federation retrained without it
+    assert m["original"]["attack_success_rate"] > m["retrain"]["attack_success_rate"] + 20
+    # the poisoned samples: all carry the target label, the original fits them
+    assert m["original"]["forget_acc"] > m["retrain"]["forget_acc"]
+    # the client-side methods download the global model and upload theirs: 2 transfers
+    assert m["ferrari"]["model_transfers"] == 2 and m["gradient_ascent"]["model_transfers"] == 2
+    assert m["ferrari"]["feature_sensitivity"] < m["original"]["feature_sensitivity"]
+    # the oracle trains on every client, without the poisoned samples
+    n = len(__import__("unlearn.data", fromlist=["x"]).load_dataset({"name": "digits"})[0])
+    assert m["original"]["grad_evals"] == 15 * n
+    assert m["retrain"]["grad_evals"] < m["original"]["grad_evals"]
+
+
+def test_feature_scenario_retrains_without_the_feature():
+    spec = {
+        **BACKDOOR,
+        "name": "fed-feature-tiny",
+        "data": {"name": "breast_cancer"},
+        "forget": {"feature": [22], "client": 0},
+        "methods": [
+            {"name": "ferrari", "lr": 0.1, "epochs": 3, "optimizer": "sgd", "momentum": 0.0,
+             "batch_size": 16, "n_draws": 4},
+            {"name": "fed_finetune", "rounds": 2},
+        ],
+    }  # fmt: skip
+    res = run_federated(spec)
+    m = {r["method"]: r["metrics"] for r in res["rows"]}
+    assert m["retrain"]["feature_sensitivity"] == 0.0  # the oracle's input never has it
+    assert m["oracle_noise"]["feature_sensitivity"] == 0.0
+    assert m["original"]["feature_sensitivity"] > 0.05
+    assert m["ferrari"]["feature_sensitivity"] < m["original"]["feature_sensitivity"]
+    assert "attack_success_rate" not in m["ferrari"] and "mia_auc" not in m["ferrari"]
+
+
+@pytest.mark.parametrize(
+    ("forget", "match"),
+    [
+        ({"backdoor": {"client": 0}}, "backdoor needs exactly"),
+        (
+            {
+                "backdoor": {
+                    "client": 0,
+                    "fraction": 1.5,
+                    "target": 0,
+                    "features": [0],
+                    "value": 1.0,
+                }
+            },
+            "fraction must lie in",
+        ),  # fmt: skip
+        (
+            {
+                "backdoor": {
+                    "client": 0,
+                    "fraction": 0.5,
+                    "target": 0,
+                    "features": [0, 0],
+                    "value": 1.0,
+                }
+            },
+            "distinct feature indices",
+        ),  # fmt: skip
+        ({"feature": [1], "client": "random"}, "client must be an id"),
+        ({"feature": [99], "client": 0}, "beyond the 64 inputs"),
+        (
+            {
+                "backdoor": {
+                    "client": 0,
+                    "fraction": 0.5,
+                    "target": 12,
+                    "features": [0],
+                    "value": 1.0,
+                }
+            },
+            "not one of the 10 classes",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_feature_and_backdoor_requests_are_named(forget, match):
+    spec = {**BACKDOOR, "forget": forget}
+    fam = family_for(spec)
+    with pytest.raises(ScenarioError, match=match):
+        fam.setup(fam.parse(spec, "x", None), lambda m: None)
+
+
+def test_a_method_that_cannot_serve_the_request_is_refused_before_training():
+    spec = {**BACKDOOR, "methods": [{"name": "dfl_certified"}]}
+    fam = family_for(spec)
+    sc = fam.parse(spec, "x", None)
+    fam.setup(sc, lambda m: None)  # dfl_certified serves the poisoned samples (a sample request)
+    spec = {**BACKDOOR, "forget": {"feature": [3], "client": 0},
+            "methods": [{"name": "gradient_ascent"}]}  # fmt: skip
+    fam = family_for(spec)
+    with pytest.raises(ScenarioError, match="does not serve feature requests"):
+        fam.setup(fam.parse(spec, "x", None), lambda m: None)

@@ -87,6 +87,8 @@ declare_for(
     "delta",
     "residual_bound",
     "param_distance_to_oracle",
+    "feature_sensitivity",
+    "attack_success_rate",
 )
 
 #: what a certified row adds (from :class:`unlearn.methods.federated.DFLCertified`)
@@ -186,14 +188,7 @@ def _parse(raw: Any, source: str) -> dict:
         recipe = FedRecipe(**_mapping(raw, "recipe", name))
     except (UnlearnError, TypeError) as exc:
         raise _fail(name, f"recipe: {exc}") from None
-    forget = _mapping(raw, "forget", name) or {"client": "random"}
-    if set(forget) != {"client"}:
-        raise _fail(name, f"forget must be {{client: <id> | random}}, got {forget}")
-    who = forget["client"]
-    if who != "random" and not (type(who) is int and 0 <= who < clients):
-        raise _fail(
-            name, f"forget: client must be 'random' or an id in [0, {clients}), got {who!r}"
-        )
+    forget = _parse_forget(_mapping(raw, "forget", name) or {"client": "random"}, clients, name)
     methods = []
     if not isinstance(raw["methods"], list) or not raw["methods"]:
         raise _fail(name, "'methods' must be a non-empty list")
@@ -224,16 +219,93 @@ def _parse(raw: Any, source: str) -> dict:
         "alpha": float(alpha),
         "engine": engine,
         "recipe": recipe,
-        "forget": who,
+        "forget": forget,
         "methods": methods,
     }
+
+
+def _client_id(who, clients: int, name: str, where: str, random_ok: bool = True):
+    if random_ok and who == "random":
+        return who
+    if type(who) is not int or not 0 <= who < clients:
+        allowed = "'random' or an id" if random_ok else "an id"
+        raise _fail(name, f"{where}: client must be {allowed} in [0, {clients}), got {who!r}")
+    return who
+
+
+def _features(val, name: str, where: str) -> list[int]:
+    if (
+        not isinstance(val, list)
+        or not val
+        or not all(type(v) is int and v >= 0 for v in val)
+        or len(set(val)) != len(val)
+    ):
+        raise _fail(name, f"{where} must be a list of distinct feature indices, got {val!r}")
+    return sorted(val)
+
+
+def _parse_forget(forget: dict, clients: int, name: str) -> dict:
+    """``{client}`` (delete a whole client), ``{feature, client}`` (the client asks for the
+    features to be forgotten) or ``{backdoor: {...}}`` (a client plants a trigger)."""
+    if set(forget) == {"client"}:
+        return {"kind": "client", "client": _client_id(forget["client"], clients, name, "forget")}
+    if set(forget) == {"feature", "client"}:
+        return {
+            "kind": "feature",
+            "client": _client_id(forget["client"], clients, name, "forget", random_ok=False),
+            "features": _features(forget["feature"], name, "forget: feature"),
+        }
+    if set(forget) == {"backdoor"} and isinstance(forget["backdoor"], dict):
+        b = dict(forget["backdoor"])
+        keys = {"client", "fraction", "target", "features", "value"}
+        if set(b) != keys:
+            raise _fail(name, f"forget: backdoor needs exactly {sorted(keys)}, got {sorted(b)}")
+        frac, value = b["fraction"], b["value"]
+        if not isinstance(frac, int | float) or isinstance(frac, bool) or not 0 < frac <= 1:
+            raise _fail(name, f"forget: backdoor fraction must lie in (0, 1], got {frac!r}")
+        if type(b["target"]) is not int or b["target"] < 0:
+            raise _fail(name, f"forget: backdoor target must be a class index, got {b['target']!r}")
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise _fail(name, f"forget: backdoor value must be a number, got {value!r}")
+        return {
+            "kind": "backdoor",
+            "client": _client_id(b["client"], clients, name, "forget: backdoor", random_ok=False),
+            "fraction": float(frac),
+            "target": b["target"],
+            "features": _features(b["features"], name, "forget: backdoor features"),
+            "value": float(value),
+        }
+    raise _fail(
+        name,
+        "forget must be {client: <id> | random}, {feature: [...], client: <id>} or "
+        f"{{backdoor: {{client, fraction, target, features, value}}}}, got {forget}",
+    )
+
+
+class FeatureMask(nn.Module):
+    """Zeroes chosen flat input features: the retrained model that never sees them."""
+
+    def __init__(self, features: list[int]):
+        super().__init__()
+        self.register_buffer("cols", torch.as_tensor(features, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(len(x), -1).clone()
+        flat[:, self.cols] = 0.0
+        return flat.view_as(x)
 
 
 class _FedRun:
     def __init__(self, raw: dict, cfg: dict):
         self.raw, self.cfg, self.name = raw, cfg, cfg["name"]
         self.noise_seed_offset = cfg["offset"]
-        self.methods = [(lab, get_method(n, o, family="federated")) for lab, n, o in cfg["methods"]]
+        # federated methods run on the federation; classifier methods at the requesting
+        # client, on its own data (bound to that task when they run)
+        self.methods = [(lab, get_method(n, o)) for lab, n, o in cfg["methods"]]
 
     @property
     def seeds(self):
@@ -277,27 +349,79 @@ class FederatedFamily(Family):
             xt = random_fourier(xt, feats["random_fourier"], feats.get("seed", 0))
         self.x, self.y, self.xt, self.yt = x, train.y, xt, test.y
         self.classes = train.classes
+        name, forget = cfg["name"], cfg["forget"]
         if cfg["clients"] * 2 > len(self.y):
             raise ScenarioError(
-                f"scenario {cfg['name']}: {cfg['clients']} clients for {len(self.y)} samples"
+                f"scenario {name}: {cfg['clients']} clients for {len(self.y)} samples"
             )
         d = int(np.prod(x.shape[1:]))
+        cols = forget.get("features")
+        if cols is not None and max(cols) >= d:
+            raise ScenarioError(
+                f"scenario {name}: forget feature index {max(cols)} is beyond the {d} inputs"
+            )
+        if forget["kind"] == "backdoor" and forget["target"] >= len(self.classes):
+            raise ScenarioError(
+                f"scenario {name}: backdoor target {forget['target']} is not one of the "
+                f"{len(self.classes)} classes"
+            )
         # with the features' constant column the linear model needs no bias of its own
-        self.factory = _factory(
-            cfg["model"]["name"], cfg["model"]["hidden"], d, len(self.classes), bias=not feats
+        make = _factory(
+            cfg["model"]["name"], cfg["model"]["hidden"], d, len(self.classes), not feats
         )
-        self.task = FederatedTask(self.factory, cfg["recipe"], cfg["engine"], cfg["device"])
-        for label, method in sc.methods:  # a method that cannot serve this task fails now
-            method.bind(self.task)
+        self.factory = make
+        self.task = FederatedTask(make, cfg["recipe"], cfg["engine"], cfg["device"])
+        if forget["kind"] == "feature":  # the oracle never sees the features
+            mask = FeatureMask(cols)
+            self.masked_task = FederatedTask(
+                lambda: nn.Sequential(mask, make()), cfg["recipe"], cfg["engine"], cfg["device"]
+            )
+        self._check_methods(sc)
+
+    def _request_for(self, method, forget: dict):
+        """The request a method gets: a client deletion, the forget features, or (backdoor)
+        the features for a method that serves feature requests, else the poisoned samples."""
+        kinds = method.request_kinds
+        if forget["kind"] == "client":
+            return "group"
+        if forget["kind"] == "feature" or "feature" in kinds:
+            return "feature"
+        return "samples"
+
+    def _check_methods(self, sc) -> None:
+        from ..tasks.classifier import ClassifierTask
+
+        cfg = sc.cfg
+        forget = cfg["forget"]
+        for label, method in sc.methods:
+            fed = "federated" in type(method).families()
+            if not fed and "classifier" not in type(method).families():
+                raise ScenarioError(
+                    f"scenario {cfg['name']}: method {label!r} runs on neither a federation nor "
+                    "a client's classifier"
+                )
+            if not fed and forget["kind"] == "client":
+                raise ScenarioError(
+                    f"scenario {cfg['name']}: method {label!r} is a classifier method; a client "
+                    "that leaves runs nothing (use a federated method)"
+                )
+            kind = self._request_for(method, forget)
+            if kind not in method.request_kinds:
+                raise ScenarioError(
+                    f"scenario {cfg['name']}: method {label!r} does not serve {kind} requests, "
+                    f"which this scenario makes (it serves {', '.join(method.request_kinds)})"
+                )
             try:
-                method.check(GroupRequest(groups=(0,), by="client"), self.task)
+                method.bind(self.task if fed else ClassifierTask(len(self.classes)))
             except UnlearnError as exc:
                 raise ScenarioError(f"scenario {cfg['name']}: method {label!r}: {exc}") from None
 
     def worlds(self, sc, seed):
         from ..federation.partition import dirichlet_partition, iid_partition
+        from ..metrics.feature import plant_trigger
+        from ..requests import FeatureRequest, SampleRequest
 
-        cfg, task = sc.cfg, self.task
+        cfg, task, forget = sc.cfg, self.task, sc.cfg["forget"]
         k = cfg["clients"]
         if cfg["partition"] == "iid":
             parts = iid_partition(len(self.y), k, seed)
@@ -306,23 +430,48 @@ class FederatedFamily(Family):
         owner = np.empty(len(self.y), dtype=np.int64)
         for c, idx in enumerate(parts):
             owner[np.asarray(idx, dtype=np.int64)] = c
-        data = FederatedData(self.x, self.y, owner, self.classes, "train")
-        who = cfg["forget"]
+        x, y = self.x, self.y.clone()
+        state: dict = {}
+        who = forget["client"]
         if who == "random":
             who = int(np.random.default_rng([seed, 31]).integers(k))
-        request = GroupRequest(groups=(int(who),), by="client")
-        split = split_request(data, request)
+        if forget["kind"] == "backdoor":
+            mine = np.flatnonzero(owner == who)
+            n_p = max(1, int(round(forget["fraction"] * len(mine))))
+            poison = np.sort(np.random.default_rng([seed, 37]).choice(mine, n_p, replace=False))
+            t = torch.as_tensor(poison)
+            x = x.clone()
+            x[t] = plant_trigger(x[t], forget["features"], forget["value"])
+            y[t] = forget["target"]
+            state["triggered_test"] = plant_trigger(self.xt, forget["features"], forget["value"])
+        data = FederatedData(x, y, owner, self.classes, "train")
         everyone = data.clients()
         if len(everyone) != k:
             raise UnlearnError(f"the partition left {k - len(everyone)} clients without data")
-        keep = [c for c in everyone if c != who]
+        if forget["kind"] == "client":
+            request = GroupRequest(groups=(int(who),), by="client")
+            split = split_request(data, request)
+            keep = [c for c in everyone if c != who]
+            oracle_task, oracle_data = task, split.retain
+        elif forget["kind"] == "feature":
+            request = FeatureRequest(features=forget["features"])
+            masked = FederatedData(
+                FeatureMask(forget["features"])(x), y, owner, self.classes, "train"
+            )
+            split = split_request(masked, request)  # retain: everything, the features zeroed
+            keep, oracle_task, oracle_data = everyone, self.masked_task, masked
+        else:
+            request = SampleRequest(indices=poison.tolist())
+            split = split_request(data, request)
+            keep, oracle_task, oracle_data = everyone, task, split.retain
         original, o_sec = _timed(lambda: task.train(data, everyone, seed))
-        state = {
-            "oracle": _timed(lambda: task.train(split.retain, keep, seed)),
-            "noise": _timed(lambda: task.train(split.retain, keep, seed + cfg["offset"])),
-            "data": data,
-            "split": split,
-        }
+        state.update(
+            oracle=_timed(lambda: oracle_task.train(oracle_data, keep, seed)),
+            noise=_timed(lambda: oracle_task.train(oracle_data, keep, seed + cfg["offset"])),
+            data=data,
+            split=split,
+            client=int(who),
+        )
         ctx = UnlearnContext(task=task, split=split, request=request, original=original, seed=seed)
         yield World(
             seed=seed,
@@ -338,19 +487,32 @@ class FederatedFamily(Family):
 
     def score(self, sc, world, model, row):
         from ..attacks.mia import roc_auc
+        from ..metrics.feature import attack_success_rate, feature_sensitivity
 
-        task, split = self.task, world.state["split"]
-        f, r = split.forget, split.retain
-        out = {
-            "test_acc": task.accuracy(model, self.xt, self.yt),
-            "retain_acc": task.accuracy(model, r.x, r.y),
-            "forget_acc": task.accuracy(model, f.x, f.y),
-            "mia_auc": roc_auc(
+        task, split, forget = self.task, world.state["split"], sc.cfg["forget"]
+        data = world.state["data"]
+        out = {"test_acc": task.accuracy(model, self.xt, self.yt)}
+        if forget["kind"] == "feature":
+            out["retain_acc"] = task.accuracy(model, data.x, data.y)
+        else:
+            f, r = split.forget, split.retain
+            out["retain_acc"] = task.accuracy(model, r.x, r.y)
+            out["forget_acc"] = task.accuracy(model, f.x, f.y)
+            out["mia_auc"] = roc_auc(
                 -task.losses(model, f.x, f.y), -task.losses(model, self.xt, self.yt)
-            ),
-            "grad_evals": float(model.grad_evals),
-            "model_transfers": float(model.model_transfers),
-        }
+            )
+        if forget["kind"] != "client":
+            net = task.module(model)
+            out["feature_sensitivity"] = feature_sensitivity(
+                net, self.xt, forget["features"], seed=world.seed
+            )
+            if forget["kind"] == "backdoor":
+                out["attack_success_rate"] = attack_success_rate(
+                    net, world.state["triggered_test"], forget["target"], self.yt
+                )
+        if model.grad_evals is not None:
+            out["grad_evals"] = float(model.grad_evals)
+        out["model_transfers"] = float(model.model_transfers)
         if model.node_parameters is not None and len(model.node_parameters) > 1:
             from ..federation.engine import consensus_distance
 
@@ -361,7 +523,8 @@ class FederatedFamily(Family):
             b = np.concatenate([np.ravel(p) for p in oracle.parameters]).astype(np.float64)
             out["param_distance_to_oracle"] = float(np.linalg.norm(a - b))
             ge, mt = world.state["oracle_cost"]
-            out["grad_evals_vs_oracle"] = model.grad_evals / ge if ge else None
+            if model.grad_evals is not None and ge:
+                out["grad_evals_vs_oracle"] = model.grad_evals / ge
             out["transfers_vs_oracle"] = model.model_transfers / mt if mt else None
         if row not in ("original", "retrain", "oracle_noise"):
             extra = world.state.pop("last_extra", {})
@@ -371,24 +534,85 @@ class FederatedFamily(Family):
         return out
 
     def run_method(self, sc, world, method):
-        model, rec = method.run(world.ctx.original, world.ctx)
+        if "federated" in type(method).families():
+            model, rec = method.run(world.ctx.original, world.ctx)
+        else:
+            model, rec = self._at_client(sc, world, method)
         world.state["last_extra"] = dict(rec.extra or {})  # read by score() for this row
         return model, rec
 
+    def _at_client(self, sc, world, method):
+        """A classifier method run by the requesting client on its own data, from the
+        global model; the result is uploaded as the new global model (2 transfers)."""
+        from ..data.core import ArrayData
+        from ..federation.engine import get_parameters
+        from ..requests import FeatureRequest, SampleRequest
+        from ..tasks.classifier import ClassifierTask
+
+        forget, data = sc.cfg["forget"], world.state["data"]
+        who = world.state["client"]
+        idx = np.flatnonzero(data.client == who)
+        t = torch.as_tensor(idx)
+        local = ArrayData(data.x[t], data.y[t], self.classes, f"client {who}")
+        if self._request_for(method, forget) == "feature":
+            request = FeatureRequest(features=forget["features"])
+        else:
+            poisoned = set(world.ctx.request.indices)
+            request = SampleRequest(indices=[i for i, g in enumerate(idx) if g in poisoned])
+        ctask = ClassifierTask(len(self.classes), device=sc.cfg["device"])
+        ctx = UnlearnContext(
+            task=ctask,
+            split=split_request(local, request),
+            request=request,
+            original=self.task.module(world.ctx.original),
+            seed=world.seed,
+        )
+        net, rec = method.run(ctx.original, ctx)
+        batch = getattr(method.config, "batch_size", None)
+        evals = rec.steps * batch if batch else None
+        original = world.ctx.original
+        params = [
+            a.astype(p.dtype) for a, p in zip(get_parameters(net), original.parameters, strict=True)
+        ]
+        out = original.replace(
+            parameters=params,
+            node_parameters=None
+            if original.node_parameters is None
+            else [[a.copy() for a in params] for _ in original.clients],
+            grad_evals=evals,
+            model_transfers=2,
+            info={},
+        )
+        return out, rec
+
     def tick_text(self, row, m):
-        return f": test {m['test_acc']:.1f}%, MIA {m['mia_auc']:.1f}"
+        extra = f", ASR {m['attack_success_rate']:.1f}" if "attack_success_rate" in m else ""
+        if "feature_sensitivity" in m:
+            extra += f", sensitivity {m['feature_sensitivity']:.3f}"
+        if "mia_auc" in m:
+            extra += f", MIA {m['mia_auc']:.1f}"
+        return f": test {m['test_acc']:.1f}%{extra}"
 
     def document(self, sc):
         cfg = sc.cfg
-        r = cfg["recipe"]
+        r, f = cfg["recipe"], cfg["forget"]
+        if f["kind"] == "client":
+            what = f"delete client {f['client']} of {cfg['clients']}"
+        elif f["kind"] == "feature":
+            what = (
+                f"client {f['client']} of {cfg['clients']} asks to forget features {f['features']}"
+            )
+        else:
+            what = (
+                f"client {f['client']} of {cfg['clients']} planted a trigger (features "
+                f"{f['features']} set to {f['value']:g}, relabelled {f['target']}) in "
+                f"{100 * f['fraction']:g}% of its samples; they are forgotten"
+            )
         return {
             "scenario": dict(sc.raw),
             "scenario_name": cfg["name"],
             "kind": "federated",
-            "request": (
-                f"delete client {cfg['forget']} of {cfg['clients']} ({cfg['partition']} "
-                "partition; a random client is drawn per seed)"
-            ),
+            "request": f"{what} ({cfg['partition']} partition)",
             "model_spec": {
                 **cfg["model"],
                 "features": cfg["features"] or "raw inputs",

@@ -83,6 +83,8 @@ TABLE_METRICS = (
     ("fluency_ppl", "Fluency PPL", 1),
     ("challenge_score", "Challenge score", 3),
     ("mia_auc", "MIA AUC", 1),
+    ("attack_success_rate", "Attack success", 1),
+    ("feature_sensitivity", "Feature sensitivity", 3),
     ("epsilon", "epsilon", 3),
     ("sigma", "sigma", None),
     ("sensitivity", "Sensitivity", None),

@@ -280,18 +280,29 @@ class FedFinetuneConfig(MethodConfig):
 @register
 class FedFinetune(_FedMethod):
     """The remaining clients continue training from where they are (their own node
-    parameters under D-SGD, the global model under FedAvg) for ``rounds`` rounds."""
+    parameters under D-SGD, the global model under FedAvg) for ``rounds`` rounds; for a
+    feature request every client trains on its data with those features set to 0."""
 
     name = "fed_finetune"
     summary = "the remaining clients keep training for a few rounds"
+    request_kinds = ("group", "samples", "class", "feature")
     Config = FedFinetuneConfig
 
     def unlearn(self, model, ctx: UnlearnContext):
         task = ctx.task
         keep = _remaining(ctx)
         recipe = replace(task.recipe, rounds=self.config.rounds)
+        data = ctx.retain
+        if ctx.request.kind == "feature":
+            from ..metrics.feature import check_features
+            from ..tasks.federated import FederatedData
+
+            cols = check_features(ctx.request.features, data.x[0].numel())
+            flat = data.x.reshape(len(data), -1).clone()
+            flat[:, cols] = 0.0
+            data = FederatedData(flat.view_as(data.x), data.y, data.client, data.classes)
         out = task.train(
-            ctx.retain, keep, int(ctx.seed) + 7, start=_start_for(model, keep), recipe=recipe
+            data, keep, int(ctx.seed) + 7, start=_start_for(model, keep), recipe=recipe
         )
         self._extra = {"grad_evals": out.grad_evals, "model_transfers": out.model_transfers}
         return out, self.config.rounds

@@ -135,16 +135,18 @@ class FedModel:
     """A federation's model: ``node_parameters`` (one list per node, ``clients`` order;
     D-SGD) or None (FedAvg), and ``parameters``, the consensus / global model. ``mixing`` is
     the gossip matrix of those nodes (D-SGD). ``grad_evals`` and ``model_transfers`` count
-    the work that produced it (training, or a method's own)."""
+    the work that produced it (training, or a method's own; None where not counted)."""
 
     parameters: list[np.ndarray]
     clients: tuple[int, ...]
     node_parameters: list[list[np.ndarray]] | None = None
     mixing: np.ndarray | None = None
-    grad_evals: int = 0
+    grad_evals: int | None = 0
     model_transfers: int = 0
     rounds: int = 0
     info: dict = field(default_factory=dict)
+    #: the network it lives in (None: the task's ``model_factory``)
+    factory: Callable[[], nn.Module] | None = field(default=None, compare=False, repr=False)
 
     def replace(self, **changes) -> FedModel:
         return dataclasses.replace(self, **changes)
@@ -269,6 +271,7 @@ class FederatedTask(Task):
                 model_transfers=res.model_transfers,
                 rounds=r.rounds,
                 info={"consensus_distance": res.consensus_distance},
+                factory=self.model_factory,
             )
         if isinstance(init[0], list):
             init = E._average(init)
@@ -283,6 +286,7 @@ class FederatedTask(Task):
             grad_evals=res.grad_evals,
             model_transfers=res.model_transfers,
             rounds=r.rounds,
+            factory=self.model_factory,
         )
 
     # -- scoring --------------------------------------------------------------------------
@@ -290,7 +294,7 @@ class FederatedTask(Task):
         """``model``'s consensus / global parameters in a fresh network, in eval mode."""
         from ..federation.engine import set_parameters
 
-        net = self.model_factory().to(self.device)
+        net = (model.factory or self.model_factory)().to(self.device)
         set_parameters(net, model.parameters)
         return net.eval()
 
