@@ -596,7 +596,9 @@ class FederatedFamily(Family):
     def document(self, sc):
         cfg = sc.cfg
         r, f = cfg["recipe"], cfg["forget"]
-        if f["kind"] == "client":
+        if f["kind"] == "client" and f["client"] == "random":
+            what = f"delete one of the {cfg['clients']} clients, drawn per seed"
+        elif f["kind"] == "client":
             what = f"delete client {f['client']} of {cfg['clients']}"
         elif f["kind"] == "feature":
             what = (
