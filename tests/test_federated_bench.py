@@ -366,3 +366,54 @@ def test_a_method_that_cannot_serve_the_request_is_refused_before_training():
     fam = family_for(spec)
     with pytest.raises(ScenarioError, match="does not serve feature requests"):
         fam.setup(fam.parse(spec, "x", None), lambda m: None)
+
+
+def _flower_processes() -> list[int]:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "flower-super" in cmd or "flwr-serverapp" in cmd or "flwr-clientapp" in cmd:
+            out.append(p.pid)
+    return out
+
+
+@pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("flwr", "ray")),
+    reason="flwr[simulation] not installed",
+)
+def test_deployment_runs_superlink_and_supernodes_and_matches_the_simulator():
+    """Flower's deployment runtime (a SuperLink and one SuperNode per client, separate
+    processes started and stopped by the toolkit) trains the same D-SGD federation as the
+    in-process engine, from a given start, on a subset of the clients."""
+    from unlearn.bench.federated import federation_of
+    from unlearn.federation.deploy import run_deployment
+
+    before = set(_flower_processes())
+    job = {
+        "data": {"name": "digits"},
+        "model": {"name": "linear"},
+        "federation": {"clients": 3},
+        "recipe": {"protocol": "dsgd", "rounds": 2, "lr": 0.1, "weight_decay": 0.01},
+    }
+    job = {**job, "partition_seed": 0}
+    task, data = federation_of(job)
+    start = task.train(data, [0, 2], seed=1)  # the deployment continues from these nodes
+    deployed = FederatedTask(task.model_factory, task.recipe, engine="deployment")
+    deployed.job = job
+    remote = deployed.train(data, [0, 2], seed=1, start=start)
+    local = task.train(data, [0, 2], seed=1, start=start)
+    for a, b in zip(local.parameters, remote.parameters, strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+    for na, nb in zip(local.node_parameters, remote.node_parameters, strict=True):
+        assert all(np.abs(a - b).max() <= 1e-6 for a, b in zip(na, nb, strict=True))
+    assert (local.grad_evals, local.model_transfers) == (remote.grad_evals, remote.model_transfers)
+    assert set(_flower_processes()) <= before  # every process it started is gone
+    # data the nodes cannot rebuild is refused before anything starts
+    poisoned = FederatedData(data.x.clone(), data.y.clone(), data.client, data.classes)
+    poisoned.x[int(np.flatnonzero(data.client == 0)[0])] += 1.0
+    with pytest.raises(UnlearnError, match="differs from what its node rebuilds"):
+        deployed.train(poisoned, [0, 1], seed=1)
+    with pytest.raises(UnlearnError, match="unknown key"):
+        run_deployment({**job, "surprise": 1})

@@ -147,6 +147,7 @@ def test_wheel_holds_the_package_its_data_and_the_command(built):
         meta = z.read(f"{WHEEL_STEM}-0.1.0.dist-info/METADATA").decode()
         entry_points = z.read(f"{WHEEL_STEM}-0.1.0.dist-info/entry_points.txt").decode()
     assert _sources() <= names
+    assert "unlearn/federation/flower_app/pyproject.toml" in names  # the Flower App
     assert {f"unlearn/bench/scenarios/{s}" for s in SCENARIOS} <= names
     assert "mnist1d-random10.yaml" in SCENARIOS
     assert f"Name: {DIST_NAME}\n" in meta

@@ -52,7 +52,7 @@ from ..tasks.federated import ENGINES, FederatedData, FederatedTask, FedRecipe
 from .core import Family, World, register_family, run_parsed
 from .scenario import check_common
 
-__all__ = ["FederatedFamily", "run_federated", "random_fourier"]
+__all__ = ["FederatedFamily", "federation_of", "run_federated", "random_fourier"]
 
 _KEYS = {
     "name",
@@ -286,6 +286,72 @@ def _parse_forget(forget: dict, clients: int, name: str) -> dict:
     )
 
 
+def _owners(y: torch.Tensor, k: int, partition: str, alpha: float, seed: int) -> np.ndarray:
+    """The client of every sample: an IID or Dirichlet partition of ``len(y)`` samples."""
+    from ..federation.partition import dirichlet_partition, iid_partition
+
+    if partition == "iid":
+        parts = iid_partition(len(y), k, seed)
+    else:
+        parts = dirichlet_partition(y.numpy(), k, alpha, seed)
+    owner = np.empty(len(y), dtype=np.int64)
+    for c, idx in enumerate(parts):
+        owner[np.asarray(idx, dtype=np.int64)] = c
+    return owner
+
+
+def _inputs(cfg: dict):
+    """``(x, y, x_test, y_test, classes)`` of a parsed scenario: the data, mapped."""
+    train, test = load_dataset(cfg["data"])
+    x, xt = train.x, test.x
+    feats = cfg["features"]
+    if feats:
+        x = random_fourier(x, feats["random_fourier"], feats.get("seed", 0))
+        xt = random_fourier(xt, feats["random_fourier"], feats.get("seed", 0))
+    return x, train.y, xt, test.y, train.classes
+
+
+def _task(cfg: dict, d: int, k: int, engine: str | None = None) -> FederatedTask:
+    make = _factory(cfg["model"]["name"], cfg["model"]["hidden"], d, k, not cfg["features"])
+    return FederatedTask(make, cfg["recipe"], engine or cfg["engine"], cfg["device"])
+
+
+def federation_of(job: dict) -> tuple[FederatedTask, FederatedData]:
+    """The task (in-process engine) and the partitioned training data of a job mapping:
+    the ``data``, ``features``, ``model``, ``federation`` and ``recipe`` keys of a
+    ``kind: federated`` scenario, ``seed`` (the clients' and the initial model's) and
+    ``partition_seed`` (the partition's; default ``seed``). What a deployment's nodes
+    rebuild their clients from (``clients`` and ``start`` are theirs, passed through)."""
+    if not isinstance(job, dict):
+        raise UnlearnError(f"a federation job is a mapping, got {type(job).__name__}")
+    known = {
+        "data", "features", "model", "federation", "recipe", "seed", "partition_seed",
+        "clients", "start",
+    }  # fmt: skip
+    extra = sorted(set(job) - known)
+    if extra:
+        raise UnlearnError(f"federation job: unknown key(s) {extra}")
+    seed = job.get("seed", 0)
+    if type(seed) is not int or seed < 0:
+        raise UnlearnError(f"federation job: seed must be a non-negative integer, got {seed!r}")
+    raw = {
+        "name": "job",
+        "kind": "federated",
+        **{
+            k: v for k, v in job.items() if k not in ("seed", "partition_seed", "clients", "start")
+        },  # fmt: skip
+        "methods": [{"name": "fed_finetune"}],
+    }
+    cfg = _parse(raw, "federation job")
+    x, y, _, _, classes = _inputs(cfg)
+    part = job.get("partition_seed", seed)
+    if type(part) is not int or part < 0:
+        raise UnlearnError(f"federation job: partition_seed must be >= 0, got {part!r}")
+    owner = _owners(y, cfg["clients"], cfg["partition"], cfg["alpha"], part)
+    task = _task(cfg, int(np.prod(x.shape[1:])), len(classes), engine="local")
+    return task, FederatedData(x, y, owner, classes, "train")
+
+
 class FeatureMask(nn.Module):
     """Zeroes chosen flat input features: the retrained model that never sees them."""
 
@@ -341,14 +407,8 @@ class FederatedFamily(Family):
 
     def setup(self, sc, say):
         cfg = sc.cfg
-        train, test = load_dataset(cfg["data"])
-        x, xt = train.x, test.x
-        feats = cfg["features"]
-        if feats:
-            x = random_fourier(x, feats["random_fourier"], feats.get("seed", 0))
-            xt = random_fourier(xt, feats["random_fourier"], feats.get("seed", 0))
-        self.x, self.y, self.xt, self.yt = x, train.y, xt, test.y
-        self.classes = train.classes
+        self.x, self.y, self.xt, self.yt, self.classes = _inputs(cfg)
+        x = self.x
         name, forget = cfg["name"], cfg["forget"]
         if cfg["clients"] * 2 > len(self.y):
             raise ScenarioError(
@@ -365,12 +425,19 @@ class FederatedFamily(Family):
                 f"scenario {name}: backdoor target {forget['target']} is not one of the "
                 f"{len(self.classes)} classes"
             )
-        # with the features' constant column the linear model needs no bias of its own
-        make = _factory(
-            cfg["model"]["name"], cfg["model"]["hidden"], d, len(self.classes), not feats
-        )
-        self.factory = make
-        self.task = FederatedTask(make, cfg["recipe"], cfg["engine"], cfg["device"])
+        self.task = _task(cfg, d, len(self.classes))
+        if cfg["engine"] == "deployment":
+            if forget["kind"] != "client":
+                raise ScenarioError(
+                    f"scenario {name}: engine deployment rebuilds every node's data from the "
+                    "scenario, so it runs whole-client deletions only (a masked feature or a "
+                    "planted trigger would need the nodes to change their own data)"
+                )
+            self.task.job = {
+                key: sc.raw[key] for key in ("data", "features", "model", "federation")
+                if key in sc.raw
+            }  # fmt: skip
+        make = self.task.model_factory
         if forget["kind"] == "feature":  # the oracle never sees the features
             mask = FeatureMask(cols)
             self.masked_task = FederatedTask(
@@ -417,19 +484,14 @@ class FederatedFamily(Family):
                 raise ScenarioError(f"scenario {cfg['name']}: method {label!r}: {exc}") from None
 
     def worlds(self, sc, seed):
-        from ..federation.partition import dirichlet_partition, iid_partition
         from ..metrics.feature import plant_trigger
         from ..requests import FeatureRequest, SampleRequest
 
         cfg, task, forget = sc.cfg, self.task, sc.cfg["forget"]
         k = cfg["clients"]
-        if cfg["partition"] == "iid":
-            parts = iid_partition(len(self.y), k, seed)
-        else:
-            parts = dirichlet_partition(self.y.numpy(), k, cfg["alpha"], seed)
-        owner = np.empty(len(self.y), dtype=np.int64)
-        for c, idx in enumerate(parts):
-            owner[np.asarray(idx, dtype=np.int64)] = c
+        owner = _owners(self.y, k, cfg["partition"], cfg["alpha"], seed)
+        if task.job is not None:  # deployment: the nodes rebuild this partition
+            task.job = {**task.job, "partition_seed": int(seed)}
         x, y = self.x, self.y.clone()
         state: dict = {}
         who = forget["client"]

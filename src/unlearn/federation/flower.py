@@ -246,17 +246,17 @@ def _answer_partition(message, context):
     return Message(content, reply_to=message)
 
 
-def _train_fedavg(ref, message, context):
+def _train_fedavg(get_client, message, context):
     i = _partition(context)
     who = f"clients[{i}]"
     content = message.content
     params, n, metrics = _fit(
-        _clients_from(ref)[i], _ndarrays(content["arrays"]), dict(content["config"]), who
+        get_client(i, context), _ndarrays(content["arrays"]), dict(content["config"]), who
     )
     return _fit_reply(message, params, n, metrics, who)
 
 
-def _train_dsgd(ref, message, context):
+def _train_dsgd(get_client, message, context):
     i = _partition(context)
     who = f"clients[{i}]"
     content = message.content
@@ -272,13 +272,19 @@ def _train_dsgd(ref, message, context):
         for j, w in zip(mixing["nodes"], mixing["weights"], strict=True)
     ]
     mixed = _weighted_mean(pairs, own)
-    params, n, metrics = _fit(_clients_from(ref)[i], mixed, dict(content["config"]), who)
+    params, n, metrics = _fit(get_client(i, context), mixed, dict(content["config"]), who)
     context.state[_MODEL_KEY] = _array_record(params)
     return _fit_reply(message, params, n, metrics, who)
 
 
 def _client_app(ref):
     """A ClientApp that runs ``clients[partition-id]`` (fetched from Ray's object store)."""
+    return client_app_with(lambda i, context: _clients_from(ref)[i])
+
+
+def client_app_with(get_client):
+    """A ClientApp whose node runs ``get_client(partition_id, context)`` (a :class:`Client`)
+    for the partition query and the FedAvg and D-SGD train messages of this module."""
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
@@ -289,11 +295,11 @@ def _client_app(ref):
 
     @app.train("fedavg")
     def train_fedavg(message, context):
-        return _train_fedavg(ref, message, context)
+        return _train_fedavg(get_client, message, context)
 
     @app.train("dsgd")
     def train_dsgd(message, context):
-        return _train_dsgd(ref, message, context)
+        return _train_dsgd(get_client, message, context)
 
     return app
 
@@ -525,28 +531,7 @@ def flower_fedavg(
     _config_record({**base, "round": 1}, "config")  # refuse bad values before Ray starts
     if rounds == 0:
         return _fedavg_loop(k, params, 0, fraction, seed, base, evaluate_fn, None)
-    from flwr.app import Message, RecordDict
-
-    def main(grid) -> FedResult:
-        node_of = _node_ids(grid, k, timeout)
-
-        def fit_round(chosen, params, cfg):
-            messages = {
-                i: Message(
-                    RecordDict(
-                        {"arrays": _array_record(params), "config": _config_record(cfg, "config")}
-                    ),
-                    dst_node_id=node_of[i],
-                    message_type="train.fedavg",
-                    group_id=str(cfg["round"]),
-                )
-                for i in chosen
-            }
-            replies = _exchange(grid, messages, timeout, f"round {cfg['round']}")
-            return [_read_fit(replies[i], params, f"clients[{i}]") for i in chosen]
-
-        return _fedavg_loop(k, params, rounds, fraction, seed, base, evaluate_fn, fit_round)
-
+    main = fedavg_main(k, params, rounds, fraction, seed, base, evaluate_fn, timeout)
     return _simulate(
         clients,
         main,
@@ -590,6 +575,51 @@ def flower_dsgd(
     _config_record({**base, "round": 1}, "config")
     if rounds == 0:
         return _dsgd_loop(nodes, q, 0, base, evaluate_fn, None)
+    main = dsgd_main(k, nodes, q, rounds, base, evaluate_fn, timeout)
+    return _simulate(
+        clients,
+        main,
+        num_cpus=num_cpus,
+        client_gpus=client_gpus,
+        ray_address=ray_address,
+        verbose=verbose,
+    )
+
+
+# ---------------------------------------------------------------------------- server mains
+
+
+def fedavg_main(k, params, rounds, fraction, seed, base, evaluate_fn, timeout):
+    """The ServerApp body of FedAvg over ``k`` nodes: ``main(grid) -> FedResult`` (the
+    in-process loop, each round's fits sent as ``train.fedavg`` messages)."""
+    from flwr.app import Message, RecordDict
+
+    def main(grid) -> FedResult:
+        node_of = _node_ids(grid, k, timeout)
+
+        def fit_round(chosen, params, cfg):
+            messages = {
+                i: Message(
+                    RecordDict(
+                        {"arrays": _array_record(params), "config": _config_record(cfg, "config")}
+                    ),
+                    dst_node_id=node_of[i],
+                    message_type="train.fedavg",
+                    group_id=str(cfg["round"]),
+                )
+                for i in chosen
+            }
+            replies = _exchange(grid, messages, timeout, f"round {cfg['round']}")
+            return [_read_fit(replies[i], params, f"clients[{i}]") for i in chosen]
+
+        return _fedavg_loop(k, params, rounds, fraction, seed, base, evaluate_fn, fit_round)
+
+    return main
+
+
+def dsgd_main(k, nodes, q, rounds, base, evaluate_fn, timeout):
+    """The ServerApp body of D-SGD over ``k`` nodes: ``main(grid) -> FedResult`` (gossip
+    relayed as ``train.dsgd`` messages; the mixing happens on the nodes)."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
     neighbours = _neighbours(q)
@@ -629,11 +659,4 @@ def flower_dsgd(
 
         return _dsgd_loop(nodes, q, rounds, base, evaluate_fn, step)
 
-    return _simulate(
-        clients,
-        main,
-        num_cpus=num_cpus,
-        client_gpus=client_gpus,
-        ray_address=ray_address,
-        verbose=verbose,
-    )
+    return main

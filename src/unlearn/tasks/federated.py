@@ -33,7 +33,7 @@ from .base import Task, register_task
 __all__ = ["FedRecipe", "FederatedData", "FedModel", "FederatedTask", "PROTOCOLS", "ENGINES"]
 
 PROTOCOLS = ("dsgd", "fedavg")
-ENGINES = ("local", "flower")
+ENGINES = ("local", "flower", "deployment")
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,9 @@ class FederatedTask(Task):
             raise UnlearnError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
         self.device = torch.device(device)
+        #: engine ``deployment``: the job mapping the nodes rebuild their data from (the
+        #: ``data``, ``features``, ``model`` and ``federation`` of a scenario)
+        self.job: dict | None = None
 
     recipe_type = FedRecipe
 
@@ -255,6 +258,8 @@ class FederatedTask(Task):
             init = [list(p) for p in start.node_parameters]
         else:
             init = list(start.parameters)
+        if self.engine == "deployment":
+            return self._deployed(data, ids, seed, init, r)
         if r.protocol == "dsgd":
             q = self.mixing(len(ids), r)
             if self.engine == "flower":
@@ -286,6 +291,51 @@ class FederatedTask(Task):
             grad_evals=res.grad_evals,
             model_transfers=res.model_transfers,
             rounds=r.rounds,
+            factory=self.model_factory,
+        )
+
+    def _deployed(self, data, ids, seed, init, r: FedRecipe) -> FedModel:
+        """Train on Flower's deployment runtime: the nodes rebuild their data from
+        ``self.job``, which must give exactly ``data`` for these clients."""
+        import json
+        import tempfile
+        from dataclasses import asdict
+
+        from ..federation.deploy import run_deployment
+
+        if self.job is None:
+            raise UnlearnError(
+                "engine deployment needs task.job, the mapping the nodes rebuild their data "
+                "from (a kind: federated scenario sets it)"
+            )
+        from ..bench.federated import federation_of
+
+        _, rebuilt = federation_of({**self.job, "recipe": asdict(r), "seed": int(seed)})
+        for c in ids:
+            (xa, ya), (xb, yb) = data.of(c), rebuilt.of(c)
+            if not (torch.equal(xa, xb) and torch.equal(ya, yb)):
+                raise UnlearnError(
+                    f"engine deployment: client {c}'s data differs from what its node rebuilds "
+                    "from the job (masked or poisoned data cannot be deployed)"
+                )
+        job = {**self.job, "recipe": asdict(r), "seed": int(seed), "clients": list(ids)}
+        with tempfile.TemporaryDirectory(prefix="unlearn-start-") as tmp:
+            path = f"{tmp}/start.npz"
+            nodes = init if isinstance(init[0], list) else [init]
+            np.savez(path, **{f"n{n}_{i}": a for n, p in enumerate(nodes) for i, a in enumerate(p)},
+                     shape=np.array([len(nodes), len(nodes[0])]))  # fmt: skip
+            job["start"] = path
+            json.dumps(job)  # plain JSON, or a clear error here
+            res = run_deployment(job)
+        return FedModel(
+            parameters=res.parameters,
+            clients=ids,
+            node_parameters=res.node_parameters,
+            mixing=self.mixing(len(ids), r) if r.protocol == "dsgd" else None,
+            grad_evals=res.grad_evals,
+            model_transfers=res.model_transfers,
+            rounds=r.rounds,
+            info={"consensus_distance": res.consensus_distance},
             factory=self.model_factory,
         )
 

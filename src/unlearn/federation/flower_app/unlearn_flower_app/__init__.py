@@ -1,0 +1,1 @@
+"""The unlearn toolkit's Flower App (see ``unlearn.federation.deploy``)."""
