@@ -34,6 +34,8 @@ SCENARIOS = [
     "dfl-certified-er",
     "fed-ferrari-backdoor",
     "fed-ferrari-sensitive",
+    "fed-ferrari-biased",
+    "fed-deployment-ring",
     "smollm2-fictitious-relearn",
     "smollm2-fictitious-forget10",
     "smollm2-lune-vs-full",

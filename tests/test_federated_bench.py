@@ -417,3 +417,23 @@ def test_deployment_runs_superlink_and_supernodes_and_matches_the_simulator():
         deployed.train(poisoned, [0, 1], seed=1)
     with pytest.raises(UnlearnError, match="unknown key"):
         run_deployment({**job, "surprise": 1})
+
+
+def test_biased_feature_scenario_plants_a_shortcut_the_oracle_never_sees():
+    spec = {
+        **BACKDOOR,
+        "name": "fed-bias-tiny",
+        "forget": {"bias": {"client": 0, "feature": 10, "scale": 3.0}},
+        "methods": [
+            {"name": "ferrari", "lr": 0.03, "epochs": 3, "optimizer": "sgd", "momentum": 0.0,
+             "batch_size": 16, "n_draws": 4},
+        ],
+    }  # fmt: skip
+    res = run_federated(spec)
+    m = {r["method"]: r["metrics"] for r in res["rows"]}
+    assert m["retrain"]["feature_sensitivity"] == 0.0
+    # the masked oracle ignores the misleading code: its two test accuracies are equal
+    assert m["retrain"]["misleading_test_acc"] == m["retrain"]["test_acc"]
+    assert m["original"]["feature_sensitivity"] > m["ferrari"]["feature_sensitivity"]
+    with pytest.raises(ScenarioError, match="bias needs exactly"):
+        family_for(spec).parse({**spec, "forget": {"bias": {"client": 0}}}, "x", None)

@@ -279,10 +279,27 @@ def _parse_forget(forget: dict, clients: int, name: str) -> dict:
             "features": _features(b["features"], name, "forget: backdoor features"),
             "value": float(value),
         }
+    if set(forget) == {"bias"} and isinstance(forget["bias"], dict):
+        b = dict(forget["bias"])
+        keys = {"client", "feature", "scale"}
+        if set(b) != keys:
+            raise _fail(name, f"forget: bias needs exactly {sorted(keys)}, got {sorted(b)}")
+        scale = b["scale"]
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale > 0:
+            raise _fail(name, f"forget: bias scale must be a positive number, got {scale!r}")
+        if type(b["feature"]) is not int or b["feature"] < 0:
+            raise _fail(name, f"forget: bias feature must be a feature index, got {b['feature']!r}")
+        return {
+            "kind": "bias",
+            "client": _client_id(b["client"], clients, name, "forget: bias", random_ok=False),
+            "features": [b["feature"]],
+            "scale": float(scale),
+        }
     raise _fail(
         name,
-        "forget must be {client: <id> | random}, {feature: [...], client: <id>} or "
-        f"{{backdoor: {{client, fraction, target, features, value}}}}, got {forget}",
+        "forget must be {client: <id> | random}, {feature: [...], client: <id>}, "
+        "{backdoor: {client, fraction, target, features, value}} or "
+        f"{{bias: {{client, feature, scale}}}}, got {forget}",
     )
 
 
@@ -438,7 +455,7 @@ class FederatedFamily(Family):
                 if key in sc.raw
             }  # fmt: skip
         make = self.task.model_factory
-        if forget["kind"] == "feature":  # the oracle never sees the features
+        if forget["kind"] in ("feature", "bias"):  # the oracle never sees the features
             mask = FeatureMask(cols)
             self.masked_task = FederatedTask(
                 lambda: nn.Sequential(mask, make()), cfg["recipe"], cfg["engine"], cfg["device"]
@@ -451,7 +468,7 @@ class FederatedFamily(Family):
         kinds = method.request_kinds
         if forget["kind"] == "client":
             return "group"
-        if forget["kind"] == "feature" or "feature" in kinds:
+        if forget["kind"] in ("feature", "bias") or "feature" in kinds:
             return "feature"
         return "samples"
 
@@ -506,6 +523,22 @@ class FederatedFamily(Family):
             x[t] = plant_trigger(x[t], forget["features"], forget["value"])
             y[t] = forget["target"]
             state["triggered_test"] = plant_trigger(self.xt, forget["features"], forget["value"])
+        if forget["kind"] == "bias":  # test inputs whose feature names another class
+            k_cls = len(self.classes)
+            wrong = (self.yt + torch.as_tensor(
+                np.random.default_rng([seed, 41]).integers(1, k_cls, len(self.yt))
+            )) % k_cls  # fmt: skip
+            code = forget["scale"] * (2.0 * wrong.float() / (k_cls - 1) - 1.0)
+            flat = self.xt.reshape(len(self.xt), -1).clone()
+            flat[:, forget["features"][0]] = code
+            state["misleading_test"] = flat.view_as(self.xt)
+        if forget["kind"] == "bias":  # the client's copy of the feature encodes its label
+            mine = torch.as_tensor(np.flatnonzero(owner == who))
+            code = forget["scale"] * (2.0 * y[mine].float() / (len(self.classes) - 1) - 1.0)
+            x = x.clone()
+            flat = x.reshape(len(x), -1)
+            flat[mine, forget["features"][0]] = code
+            x = flat.view_as(x)
         data = FederatedData(x, y, owner, self.classes, "train")
         everyone = data.clients()
         if len(everyone) != k:
@@ -515,7 +548,7 @@ class FederatedFamily(Family):
             split = split_request(data, request)
             keep = [c for c in everyone if c != who]
             oracle_task, oracle_data = task, split.retain
-        elif forget["kind"] == "feature":
+        elif forget["kind"] in ("feature", "bias"):
             request = FeatureRequest(features=forget["features"])
             masked = FederatedData(
                 FeatureMask(forget["features"])(x), y, owner, self.classes, "train"
@@ -554,7 +587,7 @@ class FederatedFamily(Family):
         task, split, forget = self.task, world.state["split"], sc.cfg["forget"]
         data = world.state["data"]
         out = {"test_acc": task.accuracy(model, self.xt, self.yt)}
-        if forget["kind"] == "feature":
+        if forget["kind"] in ("feature", "bias"):
             out["retain_acc"] = task.accuracy(model, data.x, data.y)
         else:
             f, r = split.forget, split.retain
@@ -568,6 +601,10 @@ class FederatedFamily(Family):
             out["feature_sensitivity"] = feature_sensitivity(
                 net, self.xt, forget["features"], seed=world.seed
             )
+            if forget["kind"] == "bias":
+                out["misleading_test_acc"] = task.accuracy(
+                    model, world.state["misleading_test"], self.yt
+                )
             if forget["kind"] == "backdoor":
                 out["attack_success_rate"] = attack_success_rate(
                     net, world.state["triggered_test"], forget["target"], self.yt
@@ -665,6 +702,12 @@ class FederatedFamily(Family):
         elif f["kind"] == "feature":
             what = (
                 f"client {f['client']} of {cfg['clients']} asks to forget features {f['features']}"
+            )
+        elif f["kind"] == "bias":
+            what = (
+                f"in client {f['client']}'s data (of {cfg['clients']} clients) feature "
+                f"{f['features'][0]} encodes the label (from -{f['scale']:g} to {f['scale']:g}); "
+                "the client asks that it be forgotten"
             )
         else:
             what = (

@@ -85,6 +85,7 @@ TABLE_METRICS = (
     ("mia_auc", "MIA AUC", 1),
     ("attack_success_rate", "Attack success", 1),
     ("feature_sensitivity", "Feature sensitivity", 3),
+    ("misleading_test_acc", "Misleading test acc", 2),
     ("epsilon", "epsilon", 3),
     ("sigma", "sigma", None),
     ("sensitivity", "Sensitivity", None),

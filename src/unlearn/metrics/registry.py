@@ -224,6 +224,14 @@ _add("sigma", [FED], [], "", "none", "Gaussian noise scale of the certificate")
 _add("sensitivity", [FED], [], "", "lower", "certified distance to the retained optimum")
 _add("measured_residual", [FED], [], "", "lower", "retained gradient norm the bound covers")
 _add("distributed_passes", [FED], ["cost"], "", "lower", "passes over the clients' data")
+_add(
+    "misleading_test_acc",
+    [FED],
+    ["outputs"],
+    "%",
+    "higher",
+    "test accuracy with the spurious feature set to another class's code",
+)
 
 
 def check_rows(rows: list[dict], family: str) -> None:
