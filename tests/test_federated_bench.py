@@ -90,6 +90,10 @@ def test_rows_metrics_and_costs(results):
     rec = _row(results, "dfl_certified")["record"]["extra"]
     assert rec["model_transfers"] == 4 + rec["distributed_passes"] * 6 + 3
     assert "epsilon" not in _row(results, "exact_newton")["metrics"]
+    # the deleted client's influence after 15 rounds on a ring of 5: spread evenly up to
+    # the spectral bound
+    assert c["influence_share"] == 15 / 5
+    assert 0 <= c["influence_max_deviation"] <= c["influence_mixing_bound"]
 
 
 def test_the_run_is_deterministic(results):

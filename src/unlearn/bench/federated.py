@@ -100,6 +100,9 @@ CERTIFICATE = (
     "residual_bound",
     "measured_residual",
     "distributed_passes",
+    "influence_share",
+    "influence_max_deviation",
+    "influence_mixing_bound",
 )
 
 ABOUT = """Rows: `original` (the federation trained on every client), `retrain` (the oracle:

@@ -239,6 +239,20 @@ class DFLCertified(_FedMethod):
             )
         else:
             params = get_parameters(net)
+        # how far the deleted data spread: the unrolled D-SGD weight of the requester's
+        # steps on every node, through the original mixing matrix
+        gone = sorted(set(ctx.forget.clients())) if len(ctx.forget) else []
+        if model.mixing is not None and model.rounds and len(gone) == 1:
+            from ..federation.certified import influence_weights, mixing_bound
+
+            u = list(model.clients).index(gone[0])
+            w = influence_weights(model.mixing, model.rounds, u)
+            share = model.rounds / len(model.clients)
+            extra.update(
+                influence_share=share,
+                influence_max_deviation=float(np.abs(w - share).max()),
+                influence_mixing_bound=mixing_bound(model.mixing, model.rounds),
+            )
         broadcast = m - 1
         transfers = gather + passes * tree_pass_transfers(m) + broadcast
         params = _same_dtype(params, model.parameters)

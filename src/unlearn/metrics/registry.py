@@ -224,6 +224,16 @@ _add("sigma", [FED], [], "", "none", "Gaussian noise scale of the certificate")
 _add("sensitivity", [FED], [], "", "lower", "certified distance to the retained optimum")
 _add("measured_residual", [FED], [], "", "lower", "retained gradient norm the bound covers")
 _add("distributed_passes", [FED], ["cost"], "", "lower", "passes over the clients' data")
+_add("influence_share", [FED], [], "", "none", "D-SGD: rounds / nodes, the even spread")
+_add(
+    "influence_max_deviation",
+    [FED],
+    [],
+    "",
+    "none",
+    "D-SGD: max over nodes of |unrolled weight of the deleted client's steps - share|",
+)
+_add("influence_mixing_bound", [FED], [], "", "none", "D-SGD: the spectral bound on it")
 _add(
     "misleading_test_acc",
     [FED],
