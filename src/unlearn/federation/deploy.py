@@ -206,7 +206,7 @@ def _toml_str(text: str) -> str:
     return "'''" + text.replace("'''", "") + "'''"
 
 
-def run_deployment(job: dict, *, timeout: float = 600.0, verbose: bool = False) -> FedResult:
+def run_deployment(job: dict, *, timeout: float = 1800.0, verbose: bool = False) -> FedResult:
     """Train the federation of ``job`` on Flower's deployment runtime and return its result.
 
     Starts a SuperLink and one SuperNode per client (separate processes, each in its own
