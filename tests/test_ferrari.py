@@ -166,8 +166,9 @@ def test_plant_trigger_copies_and_sets_the_features():
 
 def test_the_registry_declares_the_feature_metrics():
     s, a = METRICS["feature_sensitivity"], METRICS["attack_success_rate"]
-    assert s.families == ("classifier",) and s.better == "lower"
-    assert a.families == ("classifier",) and a.better == "lower" and a.unit == "%"
+    # classifiers, and federations (Ferrari runs at a client; the rows are the federation's)
+    assert s.families == ("classifier", "federated") and s.better == "lower"
+    assert a.families == ("classifier", "federated") and a.better == "lower" and a.unit == "%"
 
 
 # ---------------------------------------------------------------- the method

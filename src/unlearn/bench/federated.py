@@ -46,7 +46,6 @@ from ..data import check_data_spec, load_dataset
 from ..data.core import split_request
 from ..errors import ScenarioError, UnlearnError
 from ..methods.base import UnlearnContext, get_method
-from ..metrics.registry import declare_for
 from ..requests import GroupRequest
 from ..tasks.federated import ENGINES, FederatedData, FederatedTask, FedRecipe
 from .core import Family, World, register_family, run_parsed
@@ -71,25 +70,6 @@ _KEYS = {
     "device",
 }
 
-declare_for(
-    "federated",
-    "seconds",
-    "peak_mem_mb",
-    "baseline_mem_mb",
-    "peak_cuda_mb",
-    "train_state_mb",
-    "steps",
-    "time_vs_oracle",
-    "test_acc",
-    "retain_acc",
-    "forget_acc",
-    "epsilon",
-    "delta",
-    "residual_bound",
-    "param_distance_to_oracle",
-    "feature_sensitivity",
-    "attack_success_rate",
-)
 
 #: what a certified row adds (from :class:`unlearn.methods.federated.DFLCertified`)
 CERTIFICATE = (

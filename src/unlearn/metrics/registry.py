@@ -224,6 +224,27 @@ _add("sigma", [FED], [], "", "none", "Gaussian noise scale of the certificate")
 _add("sensitivity", [FED], [], "", "lower", "certified distance to the retained optimum")
 _add("measured_residual", [FED], [], "", "lower", "retained gradient norm the bound covers")
 _add("distributed_passes", [FED], ["cost"], "", "lower", "passes over the clients' data")
+# the shared metrics a federation's rows carry as well
+declare_for(
+    FED,
+    "seconds",
+    "peak_mem_mb",
+    "baseline_mem_mb",
+    "peak_cuda_mb",
+    "train_state_mb",
+    "steps",
+    "time_vs_oracle",
+    "test_acc",
+    "retain_acc",
+    "forget_acc",
+    "epsilon",
+    "delta",
+    "residual_bound",
+    "param_distance_to_oracle",
+    "feature_sensitivity",
+    "attack_success_rate",
+)
+
 _add("influence_share", [FED], [], "", "none", "D-SGD: rounds / nodes, the even spread")
 _add(
     "influence_max_deviation",
