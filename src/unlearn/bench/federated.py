@@ -379,16 +379,12 @@ class _FedRun:
 
 
 def _factory(kind: str, hidden: list[int], d: int, k: int, bias: bool) -> Callable[[], nn.Module]:
+    from ..models import MLP
+
     def make() -> nn.Module:
-        if kind == "linear":
+        if kind == "linear":  # the shape the convex certificate recognises
             return nn.Sequential(nn.Flatten(), nn.Linear(d, k, bias=bias))
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = d
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, k))
-        return nn.Sequential(*layers)
+        return MLP(d, k, tuple(hidden))
 
     return make
 
@@ -608,20 +604,15 @@ class FederatedFamily(Family):
             if model.grad_evals is not None and ge:
                 out["grad_evals_vs_oracle"] = model.grad_evals / ge
             out["transfers_vs_oracle"] = model.model_transfers / mt if mt else None
-        if row not in ("original", "retrain", "oracle_noise"):
-            extra = world.state.pop("last_extra", {})
-            for key in CERTIFICATE:
-                if extra.get(key) is not None:
-                    out[key] = float(extra[key])
+        for key in CERTIFICATE:  # what a certified removal put in its model's info
+            if model.info.get(key) is not None:
+                out[key] = float(model.info[key])
         return out
 
     def run_method(self, sc, world, method):
         if "federated" in type(method).families():
-            model, rec = method.run(world.ctx.original, world.ctx)
-        else:
-            model, rec = self._at_client(sc, world, method)
-        world.state["last_extra"] = dict(rec.extra or {})  # read by score() for this row
-        return model, rec
+            return method.run(world.ctx.original, world.ctx)
+        return self._at_client(sc, world, method)
 
     def _at_client(self, sc, world, method):
         """A classifier method run by the requesting client on its own data, from the

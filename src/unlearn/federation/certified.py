@@ -78,10 +78,10 @@ from ..errors import UnlearnError
 from ._checks import check_float, check_int, check_seed
 from .engine import (
     _as_xy,
-    _check_like,
+    _average,
     _check_mixing,
     _check_parameters,
-    _weighted_mean,
+    _node_lists,
     get_parameters,
     set_parameters,
 )
@@ -100,6 +100,7 @@ __all__ = [
     "fisher_diagonal",
     "fisher_vector_product",
     "flatten_parameters",
+    "load_flat_parameters",
     "gaussian_sigma",
     "gradient_residual_bound",
     "influence_weights",
@@ -212,6 +213,17 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
     if not params:
         raise UnlearnError("model has no trainable parameters")
     return torch.cat([p.detach().reshape(-1) for _, p in params])
+
+
+def load_flat_parameters(model: nn.Module, theta: torch.Tensor) -> None:
+    """Write a flat vector (:func:`flatten_parameters` order) into the model's trainable
+    parameters in place, cast to their dtype."""
+    with torch.no_grad():
+        offset = 0
+        for _, p in _trainable(model):
+            k = p.numel()
+            p.copy_(theta[offset : offset + k].view_as(p))
+            offset += k
 
 
 class _Objective:
@@ -823,22 +835,9 @@ class DFLCertifiedResult:
 
 def _nodes_or_consensus(node_parameters, n: int) -> tuple[Parameters, bool]:
     """The consensus (plain average of the nodes) and whether per-node lists were given."""
-    if (
-        isinstance(node_parameters, (list, tuple))
-        and node_parameters
-        and all(isinstance(p, (list, tuple)) for p in node_parameters)
-    ):
-        if len(node_parameters) != n:
-            raise UnlearnError(
-                f"node_parameters: got {len(node_parameters)} per-node lists for the mixing "
-                f"matrix's {n} nodes"
-            )
-        nodes = [
-            _check_parameters(p, f"node_parameters[{i}]") for i, p in enumerate(node_parameters)
-        ]
-        for i, p in enumerate(nodes[1:], start=1):
-            _check_like(p, nodes[0], f"node_parameters[{i}]")
-        return _weighted_mean([(p, 1.0) for p in nodes], nodes[0]), True
+    nodes = _node_lists(node_parameters, n, "node_parameters", f"the mixing matrix's {n} nodes")
+    if nodes is not None:
+        return _average(nodes), True
     return _check_parameters(node_parameters, "node_parameters"), False
 
 
@@ -945,13 +944,7 @@ def dfl_certified_unlearn(
         bound = "given"
     sigma = gaussian_sigma(delta_param, epsilon, delta)
     noise = _gaussian_noise(corr.step, sigma, seed)
-    new_theta = flatten_parameters(model) + corr.step + noise
-    with torch.no_grad():
-        offset = 0
-        for _, p in _trainable(model):
-            k = p.numel()
-            p.copy_(new_theta[offset : offset + k].view_as(p))
-            offset += k
+    load_flat_parameters(model, flatten_parameters(model) + corr.step + noise)
     out = get_parameters(model)
     gather = n - 1 if per_node else 0
     influence = None

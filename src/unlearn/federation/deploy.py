@@ -61,10 +61,12 @@ def _federation(job: dict):
 _BUILT: dict[str, tuple] = {}  # per node process: the job it serves
 
 
-def _built(text: str):
+def _built(text: str) -> tuple:
+    """``(job, task, data)`` of a run config's job text, built once per node process."""
     if text not in _BUILT:
         _BUILT.clear()
-        _BUILT[text] = _federation(json.loads(text))
+        job = json.loads(text)
+        _BUILT[text] = (job, *_federation(job))
     return _BUILT[text]
 
 
@@ -73,9 +75,7 @@ def deployment_client_app():
     from .flower import client_app_with
 
     def get_client(i: int, context):
-        text = str(context.run_config["job"])
-        task, data = _built(text)
-        job = json.loads(text)
+        job, task, data = _built(str(context.run_config["job"]))
         ids = job.get("clients") or data.clients()
         return task.client(data, int(ids[i]), int(job.get("seed", 0)))
 

@@ -467,25 +467,28 @@ def _dsgd_args(clients, initial_parameters, mixing, rounds, seed, config):
     rounds = check_int("rounds", rounds, low=0)
     check_seed(seed)
     q = _check_mixing(mixing, k)
-    if (
-        isinstance(initial_parameters, (list, tuple))
-        and initial_parameters
-        and all(isinstance(p, (list, tuple)) for p in initial_parameters)
-    ):
-        if len(initial_parameters) != k:
-            raise UnlearnError(
-                f"initial_parameters: got {len(initial_parameters)} per-node lists for {k} nodes"
-            )
-        nodes = [
-            _check_parameters(p, f"initial_parameters[{i}]")
-            for i, p in enumerate(initial_parameters)
-        ]
-        for i, p in enumerate(nodes[1:], start=1):
-            _check_like(p, nodes[0], f"initial_parameters[{i}]")
-    else:
+    nodes = _node_lists(initial_parameters, k, "initial_parameters", f"{k} nodes")
+    if nodes is None:
         start = _check_parameters(initial_parameters, "initial_parameters")
         nodes = [_copy(start) for _ in range(k)]
     return clients, nodes, q, rounds, dict(config or {})
+
+
+def _node_lists(value, k: int, name: str, nodes_text: str) -> list[Parameters] | None:
+    """``value`` checked as one parameter list per node (``k`` of them, all alike), or None
+    when it is not a list of lists (a single parameter list, checked by the caller)."""
+    if not (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(p, (list, tuple)) for p in value)
+    ):
+        return None
+    if len(value) != k:
+        raise UnlearnError(f"{name}: got {len(value)} per-node lists for {nodes_text}")
+    nodes = [_check_parameters(p, f"{name}[{i}]") for i, p in enumerate(value)]
+    for i, p in enumerate(nodes[1:], start=1):
+        _check_like(p, nodes[0], f"{name}[{i}]")
+    return nodes
 
 
 def _neighbours(q: np.ndarray) -> list[list[int]]:

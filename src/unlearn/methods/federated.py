@@ -152,16 +152,17 @@ class DFLCertified(_FedMethod):
         from ..federation.certified import (
             dfl_certified_unlearn,
             flatten_parameters,
+            load_flat_parameters,
             newton_correction,
         )
-        from ..federation.engine import _weighted_mean, get_parameters, set_parameters
+        from ..federation.engine import _average, get_parameters, set_parameters
 
         cfg, task = self.config, ctx.task
         wd = float(task.recipe.weight_decay)
         keep = _remaining(ctx)
         m = len(keep)
         nodes = model.node_parameters or [model.parameters]
-        consensus = _weighted_mean([(p, 1.0) for p in nodes], nodes[0])
+        consensus = _average(nodes)
         gather = len(nodes) - 1 if len(nodes) > 1 else 0
         retained = (ctx.retain.x.double(), ctx.retain.y)
         deleted = (ctx.forget.x.double(), ctx.forget.y)
@@ -172,7 +173,7 @@ class DFLCertified(_FedMethod):
         net = factory()
         set_parameters(net, consensus)
         evals, passes, cg_iters = 0, 0, []
-        per_curv = {"diag": 1}
+        curv_passes = 1 if cfg.curvature == "diag" else 0  # the diagonal's own pass
         for k in range(cfg.newton_steps - (1 if cfg.certify else 0)):
             corr = newton_correction(
                 net,
@@ -187,19 +188,13 @@ class DFLCertified(_FedMethod):
                 batch_size=cfg.batch_size,
             )
             evals += corr.grad_evals
-            passes += 1 + per_curv.get(cfg.curvature, 0)
+            passes += 1 + curv_passes
             if corr.cg is not None:
                 passes += corr.cg.iterations + 1
                 cg_iters.append(corr.cg.iterations)
             elif cfg.curvature == "exact":
                 passes += corr.step.numel()  # one Hessian-vector pass per parameter
-            with torch.no_grad():
-                theta = flatten_parameters(net) + corr.step
-                off = 0
-                for p in net.parameters():
-                    if p.requires_grad:
-                        p.copy_(theta[off : off + p.numel()].view_as(p))
-                        off += p.numel()
+            load_flat_parameters(net, flatten_parameters(net) + corr.step)
         extra: dict = {}
         if cfg.certify:
             res = dfl_certified_unlearn(
@@ -221,7 +216,7 @@ class DFLCertified(_FedMethod):
                 device=str(task.device),
             )
             evals += res.grad_evals
-            passes += 1 + per_curv.get(cfg.curvature, 0) + 3  # the step, then the bound's passes
+            passes += 1 + curv_passes + 3  # the step, then the bound's passes
             if res.cg_iterations is not None:
                 passes += res.cg_iterations + 1
                 cg_iters.append(res.cg_iterations)
@@ -271,7 +266,7 @@ class DFLCertified(_FedMethod):
             grad_evals=int(evals),
             model_transfers=int(transfers),
             rounds=0,
-            info={},
+            info=dict(extra),  # the certificate and its cost travel with the model
         )
         return out, cfg.newton_steps
 
@@ -364,13 +359,14 @@ class FedPGA(_FedMethod):
             raise UnlearnError(f"fed_pga erases one client at a time, the request names {gone}")
 
     def unlearn(self, model, ctx: UnlearnContext):
-        from ..federation.engine import _weighted_mean, get_parameters, set_parameters
+        from ..federation.certified import flatten_parameters, load_flat_parameters
+        from ..federation.engine import _average, get_parameters, set_parameters
 
         cfg, task = self.config, ctx.task
         u = ctx.forget.clients()[0]
         nodes = model.node_parameters or [model.parameters]
         n = len(model.clients)
-        w = _weighted_mean([(p, 1.0) for p in nodes], nodes[0])
+        w = _average(nodes)
         if model.node_parameters is not None:
             w_u = model.node_parameters[list(model.clients).index(u)]
         else:
@@ -382,7 +378,7 @@ class FedPGA(_FedMethod):
         def vec(arrays):
             probe = task.model_factory().to(task.device)
             set_parameters(probe, arrays)
-            return torch.cat([p.detach().flatten() for p in probe.parameters() if p.requires_grad])
+            return flatten_parameters(probe)
 
         ref = (n * vec(w) - vec(w_u)) / (n - 1)
         radius = cfg.radius
@@ -391,10 +387,7 @@ class FedPGA(_FedMethod):
             with torch.random.fork_rng(devices=[]):
                 for i in range(cfg.random_models):
                     torch.manual_seed(int(ctx.seed) * 7919 + i)
-                    r = task.model_factory()
-                    flat = torch.cat(
-                        [p.detach().flatten() for p in r.parameters() if p.requires_grad]
-                    )
+                    flat = flatten_parameters(task.model_factory().to(task.device))
                     dists.append(float(torch.linalg.vector_norm(flat - ref)))
             radius = float(np.mean(dists)) / 3.0
         x, y = ctx.forget.x.to(task.device), ctx.forget.y.to(task.device)
@@ -410,16 +403,10 @@ class FedPGA(_FedMethod):
                 (-F.cross_entropy(net(x[idx]), y[idx])).backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
                 opt.step()
-                with torch.no_grad():  # project onto the ball around w_ref
-                    flat = torch.cat([p.flatten() for p in params])
-                    gap = flat - ref
-                    norm = float(torch.linalg.vector_norm(gap))
-                    if norm > radius:
-                        flat = ref + gap * (radius / norm)
-                        off = 0
-                        for p in params:
-                            p.copy_(flat[off : off + p.numel()].view_as(p))
-                            off += p.numel()
+                gap = flatten_parameters(net) - ref  # project onto the ball around w_ref
+                norm = float(torch.linalg.vector_norm(gap))
+                if norm > radius:
+                    load_flat_parameters(net, ref + gap * (radius / norm))
                 evals += len(idx)
                 steps += 1
         transfers = 2 if model.node_parameters is None else 2 * (n - 1)  # w_ref to u, result out
