@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnlearnError
+from .diffusion_report import diffusion_section
 from .llm_sections import llm_sections
 from .targets import is_reference, target_lines
 
@@ -92,6 +93,15 @@ TABLE_METRICS = (
     ("residual_bound", "Residual bound", None),
     ("param_distance_to_oracle", "Distance to oracle", None),
     ("js_to_oracle", "JS to oracle", 4),
+    ("base_min_class_acc", "Base min class acc", 1),
+    ("forgotten_class_rate", "Forgotten class rate", 1),
+    ("kept_class_acc", "Kept class acc", 1),
+    ("min_kept_class_acc", "Min kept class acc", 1),
+    ("frechet", "Frechet (kept)", 2),
+    ("frechet_retained", "Frechet / original", 3),
+    ("dimra_forgotten_class_rate", "After DiMRA: forgotten rate", 1),
+    ("dimra_max_forgotten_class_rate", "DiMRA max forgotten rate", 1),
+    ("dimra_kept_class_acc", "After DiMRA: kept acc", 1),
     ("avg_gap", "Avg.Gap", 2),
     ("seconds", "Seconds", None),
     ("train_state_mb", "Train state MB", None),
@@ -264,6 +274,10 @@ def _plots(results: dict, folder: Path) -> list[str]:
         return _llm_plots(results, folder)
     if results.get("kind") == "llm_ablation":
         return _ablation_plots(results, folder)
+    if results.get("kind") == "diffusion":
+        from .diffusion_report import diffusion_plots
+
+        return diffusion_plots(results, folder)
     from .parts import growth_plot, has_growth
 
     names = growth_plot(results, folder) if has_growth(results) else []
@@ -387,7 +401,7 @@ def _markdown(results: dict, images: list[str], targets: list[str]) -> str:
     )
     probes = _probe_section(results)
     parts = parts_section(results)
-    lm = llm_sections(results)
+    lm = llm_sections(results) + diffusion_section(results)
     return f"""# {results["scenario_name"]}
 
 {results["scenario"].get("description", "").strip()}
@@ -494,7 +508,7 @@ td:first-child{{text-align:left}}tr.ref{{background:#f3f3f3}}img{{max-width:100%
 {html.escape(_run_how(results).removeprefix("; "))}</p>
 {_html_parts(results)}<table><tr><th>Method</th>{head}</tr>
 {body}</table>
-{judged}{_md_to_html(llm_sections(results))}{imgs}
+{judged}{_md_to_html(llm_sections(results) + diffusion_section(results))}{imgs}
 <pre>{html.escape(json.dumps(results["methods"], indent=1, sort_keys=True))}</pre>
 </body></html>
 """

@@ -48,6 +48,9 @@ _MODULES = (
     "llm.r2f",
     "certified",
     "federated",
+    "diffusion.esd",
+    "diffusion.salun_ddpm",
+    "diffusion.dimum",
 )
 _loaded = False
 

@@ -22,8 +22,13 @@ class FinetuneConfig(TrainConfig):
 class Finetune(TrainedMethod):
     name = "finetune"
     summary = "Fine-tune on the retain set only (catastrophic forgetting of the rest)."
-    requires = ("logprob",)
-    presets = {"causal_lm": {**LM_PRESET, "weight_decay": 0.0}}
+    requires = ("loss",)
+    presets = {
+        "causal_lm": {**LM_PRESET, "weight_decay": 0.0},
+        # denoising fine-tuning, as DiMRA and the diffusion papers' baselines run it
+        "diffusion": {"steps": 500, "lr": 1e-4, "optimizer": "adam", "batch_size": 64,
+                      "weight_decay": 0.0},  # fmt: skip
+    }
     Config = FinetuneConfig
     epochs_over = "retain"
 

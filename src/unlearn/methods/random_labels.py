@@ -82,6 +82,33 @@ class RandomLabels(TrainedMethod):
         return ctx.task.mean_loss(model, (xf, yf))
 
 
+def saliency_masks(
+    model: torch.nn.Module, accumulate, ratio: float
+) -> tuple[dict[str, torch.Tensor], float]:
+    """SalUn's weight-saliency masks: ``accumulate()`` backpropagates the forget loss into
+    the gradients of ``model`` (in evaluation mode); the ``ratio`` share of weights with the
+    largest gradient magnitude, over the whole network, get 1, the rest 0. Returns the
+    masks by parameter name and the share kept (ties at the threshold are kept)."""
+    model.zero_grad(set_to_none=True)
+    was = model.training
+    model.eval()
+    try:
+        accumulate()
+    finally:
+        model.train(was)
+    grads = {
+        name: p.grad.detach().abs() for name, p in model.named_parameters() if p.grad is not None
+    }
+    model.zero_grad(set_to_none=True)
+    if not grads:
+        raise UnlearnError("the forget loss reached no parameter: no saliency to mask by")
+    flat = torch.cat([g.flatten() for g in grads.values()])
+    k = max(1, int(round(ratio * flat.numel())))
+    threshold = torch.topk(flat, k, sorted=True).values[-1]
+    masks = {name: (g >= threshold).float() for name, g in grads.items()}
+    return masks, sum(int(m.sum()) for m in masks.values()) / flat.numel()
+
+
 @dataclass(frozen=True)
 class SalUnConfig(RandomLabelsConfig):
     lr: float = 0.013
@@ -100,24 +127,16 @@ class SalUn(RandomLabels):
     Config = SalUnConfig
 
     def grad_masks(self, model, ctx):
-        model.zero_grad(set_to_none=True)
-        model.eval()
         forget, task = ctx.forget, ctx.task
         n = task.size(forget)
-        for s in range(0, n, 512):
-            batch = task.take(forget, np.arange(s, min(s + 512, n)))
-            (task.per_example_loss(model, batch).sum() / n).backward()
-        grads = {
-            name: p.grad.detach().abs()
-            for name, p in model.named_parameters()
-            if p.grad is not None
-        }
-        model.zero_grad(set_to_none=True)
-        flat = torch.cat([g.flatten() for g in grads.values()])
-        k = max(1, int(round(self.config.mask_ratio * flat.numel())))
-        threshold = torch.topk(flat, k, sorted=True).values[-1]
-        masks = {name: (g >= threshold).float() for name, g in grads.items()}
-        self._extra["mask_kept"] = sum(int(m.sum()) for m in masks.values()) / flat.numel()
+
+        def accumulate() -> None:
+            for s in range(0, n, 512):
+                batch = task.take(forget, np.arange(s, min(s + 512, n)))
+                (task.per_example_loss(model, batch).sum() / n).backward()
+
+        masks, kept = saliency_masks(model, accumulate, self.config.mask_ratio)
+        self._extra["mask_kept"] = kept
         return masks
 
     def touched(self) -> str:

@@ -275,3 +275,28 @@ def check_rows(rows: list[dict], family: str) -> None:
                     f"row {row['method']!r} carries metric {key!r}, which the metric registry "
                     f"does not declare for {family} (unlearn/metrics/registry.py)"
                 )
+
+# -- diffusion models (kind: diffusion) ----------------------------------------------------
+DIF = "diffusion"
+_add("forgotten_class_rate", [DIF], ["generation"], "%", "lower",
+     "samples asked for the forgotten class that the judge labels as it")  # fmt: skip
+_add("kept_class_acc", [DIF], ["generation"], "%", "higher",
+     "mean over kept classes of samples the judge labels as the asked class")  # fmt: skip
+_add("min_kept_class_acc", [DIF], ["generation"], "%", "higher",
+     "the lowest kept class's recognition rate")  # fmt: skip
+_add("base_min_class_acc", [DIF], ["generation"], "%", "higher",
+     "the seed's base model: its lowest per-class recognition rate, every class")  # fmt: skip
+_add("frechet", [DIF], ["generation"], "", "lower",
+     "Frechet distance, judge features, kept-class samples vs real kept-class images")  # fmt: skip
+_add("frechet_retained", [DIF], ["generation"], "ratio", "lower",
+     "frechet / the original model's (same samples' noise)")  # fmt: skip
+_add("dimra_forgotten_class_rate", [DIF], ["generation", "attack"], "%", "lower",
+     "forgotten_class_rate after the DiMRA fine-tuning attack (its last step)")  # fmt: skip
+_add("dimra_max_forgotten_class_rate", [DIF], ["generation", "attack"], "%", "lower",
+     "the highest forgotten_class_rate over the attack's checkpoints")  # fmt: skip
+_add("dimra_kept_class_acc", [DIF], ["generation", "attack"], "%", "higher",
+     "kept_class_acc after the DiMRA attack")  # fmt: skip
+declare_for(
+    DIF, "seconds", "peak_mem_mb", "baseline_mem_mb", "peak_cuda_mb", "train_state_mb", "steps",
+    "time_vs_oracle",
+)  # fmt: skip

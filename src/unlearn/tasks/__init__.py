@@ -4,12 +4,15 @@ from .base import Task, available_tasks, register_task
 from .causal_lm import CausalLMTask, LMRecipe, PairData
 from .classifier import ClassifierTask, TrainRecipe
 from .convex import ConvexTask
+from .diffusion import DiffusionRecipe, DiffusionTask
 from .federated import FederatedData, FederatedTask, FedModel, FedRecipe
 
 __all__ = [
     "CausalLMTask",
     "ClassifierTask",
     "ConvexTask",
+    "DiffusionRecipe",
+    "DiffusionTask",
     "FedModel",
     "FedRecipe",
     "FederatedData",

@@ -11,6 +11,9 @@ Capabilities (the names methods may require):
 - ``logprob``: :meth:`example_logprob`, the differentiable log-likelihood of each
   example's target (a label, an answer), with its length; the per-example loss,
   gradient ascent, gradient difference, NPO and SimNPO are built on it.
+- ``loss``: :meth:`mean_loss`, the differentiable training loss of a batch (what
+  fine-tuning minimises: cross-entropy, the answers' negative log-likelihood, or a
+  diffusion model's denoising loss).
 - ``kl``: :meth:`kl`, the mean KL divergence ``KL(p_ref || p)`` of the model's
   output distributions to a reference model's on a batch.
 - ``alternatives:<kind>``: :meth:`alternative_targets` builds the forget set with

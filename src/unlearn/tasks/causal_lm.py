@@ -237,6 +237,7 @@ class CausalLMTask(Task):
     provides = frozenset(
         {
             "logprob",
+            "loss",
             "kl",
             "alternatives:refusal",
             "fit",

@@ -1,0 +1,1 @@
+"""Methods only class-conditional diffusion models have (ESD, SalUn for DDPM, DiMUM)."""
