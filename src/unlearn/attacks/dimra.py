@@ -36,6 +36,7 @@ class DiMRAConfig:
     every: int = 50  # checkpoints: the forgotten-class rate is measured every this many steps
     data: str = "retain"  # or "generated"
     generated_per_class: int = 64  # images per kept class of a generated auxiliary set
+    samples: int = 100  # forgotten-class samples a benchmark judges at each checkpoint
 
     def __post_init__(self) -> None:
         check_fields(self, "dimra")
@@ -43,8 +44,8 @@ class DiMRAConfig:
             raise UnlearnError("dimra needs steps, batch_size and every >= 1 and lr > 0")
         if self.data not in ("retain", "generated"):
             raise UnlearnError(f"dimra data must be retain or generated, got {self.data!r}")
-        if self.generated_per_class < 1:
-            raise UnlearnError("dimra generated_per_class must be >= 1")
+        if self.generated_per_class < 1 or self.samples < 1:
+            raise UnlearnError("dimra generated_per_class and samples must be >= 1")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise UnlearnError(f"dimra optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
 

@@ -314,8 +314,9 @@ class _Scorer:
         images = self.task.sample(model, labels, seed=self.seed * 7 + offset)
         return class_rates(self.judge.predict(images), labels.numpy(), classes), images
 
-    def forgotten_rate(self, model) -> float:
-        rates, _ = self.rates(model, self.forgotten, self.ev.forget_samples, 1)
+    def forgotten_rate(self, model, samples: int | None = None) -> float:
+        n = self.ev.forget_samples if samples is None else samples
+        rates, _ = self.rates(model, self.forgotten, n, 1)
         return float(np.mean(list(rates.values())))
 
     def kept_scores(self, model) -> dict:
@@ -472,7 +473,7 @@ class DiffusionFamily(Family):
                                 world.seed + 17)  # fmt: skip
 
             def measure(m):
-                return {"forgotten_class_rate": scorer.forgotten_rate(m)}
+                return {"forgotten_class_rate": scorer.forgotten_rate(m, cfg.samples)}
 
             attacked, trace = dimra(self.task, model, aux, cfg, measure, world.seed + 19)
             after = scorer.kept_scores(attacked)
