@@ -44,7 +44,10 @@ def unet() -> torch.nn.Module:
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------
@@ -154,7 +157,9 @@ def test_salun_ddpm_changes_only_the_salient_half(task, unet, images):
         "salun_ddpm", unet, images, ClassRequest(classes=(0,)), task=task,
         config={"steps": 3, "batch_size": 8, "lr": 1e-2},
     )  # fmt: skip
-    changed = sum(int((p != q).sum()) for p, q in zip(out.parameters(), unet.parameters()))
+    changed = sum(
+        int((p != q).sum()) for p, q in zip(out.parameters(), unet.parameters(), strict=True)
+    )
     total = sum(p.numel() for p in unet.parameters())
     assert rec.extra["mask_kept"] == pytest.approx(0.5, abs=0.01)
     assert 0.3 * total < changed <= rec.extra["mask_kept"] * total + 1

@@ -38,6 +38,11 @@ def test_scenario_file_parses(path):
         from unlearn.bench.federated import FederatedFamily
 
         assert FederatedFamily().parse(raw, str(path), path.parent).methods
+    elif kind == "diffusion":
+        from unlearn.bench.diffusion import parse_diffusion
+
+        sc = parse_diffusion(raw, str(path))
+        assert sc.methods and sc.seeds
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
 

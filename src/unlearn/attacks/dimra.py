@@ -47,7 +47,9 @@ class DiMRAConfig:
         if self.generated_per_class < 1 or self.samples < 1:
             raise UnlearnError("dimra generated_per_class and samples must be >= 1")
         if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise UnlearnError(f"dimra optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
+            raise UnlearnError(
+                f"dimra optimizer must be adam, adamw or sgd, got {self.optimizer!r}"
+            )
 
 
 def auxiliary_set(task, model, retain: ArrayData, kept: list[int], cfg: DiMRAConfig, seed: int):

@@ -371,7 +371,7 @@ class DiffusionFamily(Family):
         if s.forget != "random" and s.forget >= k:
             raise ScenarioError(f"scenario {s.name}: forget class {s.forget} of {k} classes")
         self.task = DiffusionTask(k, **asdict(s.diffusion), device=s.device)
-        for label, method in s.methods:
+        for _, method in s.methods:
             method.bind(self.task)
         j = s.judge
         t0 = time.perf_counter()
@@ -405,9 +405,7 @@ class DiffusionFamily(Family):
         channels = self.train.x.shape[1]
 
         def ref(data, sd):
-            return reference_model(
-                task, s.model, s.size, channels, data, s.recipe, sd, s.cache_dir
-            )
+            return reference_model(task, s.model, s.size, channels, data, s.recipe, sd, s.cache_dir)
 
         original, o_sec, _ = ref(self.train, seed)
         oracle, r_sec, _ = ref(split.retain, seed)

@@ -26,8 +26,13 @@ class Finetune(TrainedMethod):
     presets = {
         "causal_lm": {**LM_PRESET, "weight_decay": 0.0},
         # denoising fine-tuning, as DiMRA and the diffusion papers' baselines run it
-        "diffusion": {"steps": 500, "lr": 1e-4, "optimizer": "adam", "batch_size": 64,
-                      "weight_decay": 0.0},  # fmt: skip
+        "diffusion": {
+            "steps": 500,
+            "lr": 1e-4,
+            "optimizer": "adam",
+            "batch_size": 64,
+            "weight_decay": 0.0,
+        },  # fmt: skip
     }
     Config = FinetuneConfig
     epochs_over = "retain"

@@ -56,9 +56,16 @@ class Judge(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
         self.eval()
-        return np.concatenate(
-            [self(images[s : s + batch]).argmax(1).numpy() for s in range(0, len(images), batch)]
-        ) if len(images) else np.zeros(0, dtype=np.int64)
+        return (
+            np.concatenate(
+                [
+                    self(images[s : s + batch]).argmax(1).numpy()
+                    for s in range(0, len(images), batch)
+                ]
+            )
+            if len(images)
+            else np.zeros(0, dtype=np.int64)
+        )
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
@@ -82,7 +89,9 @@ def train_judge(
     """A :class:`Judge` trained on real images ``x`` (N, C, H, W) with labels ``y`` (Adam,
     one-cycle schedule, Gaussian input noise of ``noise`` as light augmentation)."""
     if x.ndim != 4 or len(x) != len(y) or len(x) == 0:
-        raise UnlearnError(f"the judge needs images (N, C, H, W) and N labels, got {tuple(x.shape)}")
+        raise UnlearnError(
+            f"the judge needs images (N, C, H, W) and N labels, got {tuple(x.shape)}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         judge = Judge(x.shape[1], x.shape[-1], num_classes)

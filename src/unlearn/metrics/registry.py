@@ -276,6 +276,7 @@ def check_rows(rows: list[dict], family: str) -> None:
                     f"does not declare for {family} (unlearn/metrics/registry.py)"
                 )
 
+
 # -- diffusion models (kind: diffusion) ----------------------------------------------------
 DIF = "diffusion"
 _add("forgotten_class_rate", [DIF], ["generation"], "%", "lower",

@@ -80,7 +80,16 @@ class ClassifierTask(Task):
     family = "classifier"
     recipe_type = TrainRecipe
     provides = frozenset(
-        {"logprob", "loss", "kl", "alternatives:random_label", "fit", "reinit", "membership", "classes"}
+        {
+            "logprob",
+            "loss",
+            "kl",
+            "alternatives:random_label",
+            "fit",
+            "reinit",
+            "membership",
+            "classes",
+        }
     )
 
     def __init__(

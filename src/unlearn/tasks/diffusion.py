@@ -113,7 +113,9 @@ class DiffusionTask(Task):
 
     family = "diffusion"
     recipe_type = DiffusionRecipe
-    provides = frozenset({"loss", "denoise", "conditions", "sampling", "fit", "reinit", "membership"})
+    provides = frozenset(
+        {"loss", "denoise", "conditions", "sampling", "fit", "reinit", "membership"}
+    )
 
     def __init__(
         self,

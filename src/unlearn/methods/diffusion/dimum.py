@@ -51,7 +51,7 @@ class DiMUMConfig(TrainConfig):
 @register
 class DiMUM(TrainedMethod):
     name = "dimum"
-    summary = "Forgotten condition memorises alternative images, retain loss keeps the rest (DiMUM)."
+    summary = "The forgotten condition memorises alternative images; retain loss keeps the rest."
     request_kinds = ("class",)
     requires = ("loss", "denoise", "conditions")
     Config = DiMUMConfig
@@ -72,7 +72,9 @@ class DiMUM(TrainedMethod):
             return board.float().expand(cfg.alt_size, *shape).clone()
         forgotten = self._classes
         k = ctx.task.num_classes
-        alt = cfg.alt_class if cfg.alt_class is not None else other_class(forgotten[0], forgotten, k)
+        alt = (
+            cfg.alt_class if cfg.alt_class is not None else other_class(forgotten[0], forgotten, k)
+        )
         if alt in forgotten or not 0 <= alt < k:
             raise UnlearnError(f"dimum alt_class {alt} must be a kept class")
         x = ctx.retain.x[ctx.retain.y == alt]

@@ -6,9 +6,11 @@ the frozen original's negatively guided one: the target is
 (rohitgandikota/erasing), ``x_t`` is not a noised training image: each step draws a DDIM
 step index ``i`` uniformly and samples ``x_t`` from the model being trained, conditioned on
 ``c`` with guidance ``start_guidance``, for ``i`` of the ``ddim_steps`` steps; the loss is
-taken at that timestep. No data is read. Official defaults: ``eta`` (``negative_guidance``)
-as in the paper, Adam, lr 1e-5 (we follow the notes' checked 5e-5 on a model trained
-from scratch), ``start_guidance`` 3, one image per iteration (a batch here).
+taken at that timestep. No data is read. Defaults: the official code's as checked in
+``../shared/papers/NOTES.md`` (eta 2, 200 iterations, lr 5e-5, Adam) and its sampling
+guidance 3; the official trains on one image per iteration, a batch here. With no text
+cross-attention in a class-conditional UNet every weight trains (there is no ESD-x /
+ESD-u choice of layers).
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ class ESD(TrainedMethod):
         i = int(torch.randint(cfg.ddim_steps, (1,), generator=self._gen))
         seed = int(torch.randint(2**31 - 1, (1,), generator=self._gen))
         x_t = task.sample(
-            model, c, guidance=cfg.start_guidance, steps=cfg.ddim_steps, seed=seed, stop_at=i,
+            model,
+            c,
+            guidance=cfg.start_guidance,
+            steps=cfg.ddim_steps,
+            seed=seed,
+            stop_at=i,
             shape=task.image_shape(ctx.original),
         )
         model.train()

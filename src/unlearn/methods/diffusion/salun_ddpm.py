@@ -44,7 +44,7 @@ class SalUnDDPMConfig(TrainConfig):
 @register
 class SalUnDDPM(TrainedMethod):
     name = "salun_ddpm"
-    summary = "SalUn for diffusion: forgotten class mapped to another's noise, salient weights only."
+    summary = "SalUn for DDPM: forgotten class mapped to another's noise, salient weights only."
     request_kinds = ("class",)
     requires = ("denoise", "conditions")
     Config = SalUnDDPMConfig
