@@ -100,7 +100,10 @@ def test_sampling_is_seeded_guided_and_can_stop_partway(task, unet):
     b = task.sample(unet, [0, 1, 2], seed=5)
     c = task.sample(unet, [0, 1, 2], seed=6)
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
-    assert float(a.abs().max()) <= 1.0
+    # guidance 0 is the unconditional model alone: the null class asked for directly
+    u = task.sample(unet, [0, 1, 2], seed=5, guidance=0.0)
+    assert torch.allclose(u, task.sample(unet, [K, K, K], seed=5, guidance=1.0), atol=1e-5)
+    assert int(task.ddim(5).timesteps[0]) == task.timesteps - 1  # from pure noise
     assert not torch.equal(a, task.sample(unet, [0, 1, 2], seed=5, guidance=1.0))
     noise = task.sample(unet, [0, 1], seed=5, stop_at=0)  # nothing denoised: the start noise
     start = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(5))
@@ -118,6 +121,35 @@ def test_fit_lowers_the_denoising_loss(task, unet, images):
     with pytest.raises(UnlearnError, match="null class"):
         bad = ArrayData(images.x, torch.full_like(images.y, K), tuple("abcde"))
         task.fit(model, bad, DiffusionRecipe(steps=1), seed=0)
+
+
+def test_ema_and_membership_scores(task, unet, images):
+    plain, ema = copy.deepcopy(unet), copy.deepcopy(unet)
+    task.fit(plain, images, DiffusionRecipe(steps=5, batch_size=8), seed=0)
+    task.fit(ema, images, DiffusionRecipe(steps=5, batch_size=8, ema_decay=0.9), seed=0)
+    assert not _same(plain, ema) and not _same(ema, unet)
+    a = task.membership_scores(plain, images, draws=2, seed=3)
+    assert a.shape == (len(images),) and np.array_equal(
+        a, task.membership_scores(plain, images, draws=2, seed=3)
+    )
+    assert not np.array_equal(a, task.membership_scores(plain, images, draws=2, seed=4))
+
+
+def test_reference_cache_keys_follow_the_recipe_not_the_sampler(tmp_path, images):
+    from unlearn.bench.diffusion import ModelSpec, reference_model
+
+    spec = ModelSpec(block_out_channels=(8, 16))
+    for t in (
+        DiffusionTask(K, timesteps=50, sample_steps=3),
+        DiffusionTask(K, timesteps=50, sample_steps=5, guidance=3.0),  # same key: a hit
+    ):
+        _, _, hit = reference_model(t, spec, 8, 1, images, DiffusionRecipe(steps=2), 0, tmp_path)
+    assert hit and len(list(tmp_path.glob("diffusion-*"))) == 1
+    t = DiffusionTask(K, timesteps=50)
+    _, _, hit = reference_model(t, spec, 8, 1, images, DiffusionRecipe(steps=3), 0, tmp_path)
+    assert not hit and len(list(tmp_path.glob("diffusion-*"))) == 2
+    _, _, hit = reference_model(t, spec, 8, 1, images, DiffusionRecipe(steps=3), 1, tmp_path)
+    assert not hit and len(list(tmp_path.glob("diffusion-*"))) == 3
 
 
 def test_a_model_without_a_null_class_is_refused(task):
@@ -165,30 +197,34 @@ def test_salun_ddpm_changes_only_the_salient_half(task, unet, images):
     assert 0.3 * total < changed <= rec.extra["mask_kept"] * total + 1
 
 
-def test_esd_loss_starts_at_eta_squared_times_the_guidance_gap(task, unet, images, monkeypatch):
+def test_esd_trains_towards_the_negatively_guided_unconditional(task, unet, images, monkeypatch):
     from unlearn.data.core import split_request
     from unlearn.methods import UnlearnContext, get_method
 
     x_t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(9))
-    monkeypatch.setattr(task, "sample", lambda *a, **k: x_t.clone())
+    asked = {}
+
+    def fake_sample(model, labels, **kw):
+        asked.update(kw, labels=labels)
+        return x_t.clone()
+
+    monkeypatch.setattr(task, "sample", fake_sample)
     eta = 1.5
     method = get_method("esd", {"steps": 1, "batch_size": 4, "eta": eta, "ddim_steps": 4})
     request = ClassRequest(classes=(2,))
     ctx = UnlearnContext(task, split_request(images, request), request, unet, seed=0)
-    method.prepare(ctx)
-    method._ref = unet
-    torch.manual_seed(0)
+    frozen = class_unet(K, size=8, block_out_channels=(8, 16), seed=7).eval()  # the original
+    method._ref = frozen
     method.setup(unet, ctx)
-    loss = method.objective(unet, ctx, 0).item()
-    i = None
-    for cand in task.ddim(4).timesteps:  # the loss is the same formula at any timestep
-        ts = torch.full((4,), int(cand))
-        c = torch.full((4,), 2)
-        with torch.no_grad():
-            gap = task.eps(unet, x_t, ts, c) - task.eps(unet, x_t, ts, torch.full((4,), K))
-        if abs(eta**2 * float((gap**2).mean()) - loss) < 1e-6 * max(1.0, loss):
-            i = cand
-    assert i is not None
+    loss = method.objective(unet, ctx, 0)
+    assert asked["guidance"] == 3.0 and asked["labels"].tolist() == [2, 2, 2, 2]
+    t = torch.full((4,), int(task.ddim(4).timesteps[asked["stop_at"]]))
+    with torch.no_grad():
+        e_c = task.eps(frozen, x_t, t, torch.full((4,), 2))
+        e_u = task.eps(frozen, x_t, t, torch.full((4,), K))
+        pred = task.eps(unet, x_t, t, torch.full((4,), 2))
+    want = ((pred - (e_u - eta * (e_c - e_u))) ** 2).mean()  # the paper's / official target
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_dimum_alternatives(task, unet, images):

@@ -276,6 +276,7 @@ def reference_model(
                 "torch": torch.__version__.split("+")[0],
                 "diffusers": diffusers.__version__,
                 "threads": torch.get_num_threads(),
+                "device": task.device.type,
             },
             sort_keys=True,
         )
@@ -285,7 +286,7 @@ def reference_model(
             with safe_open(str(path), framework="pt") as f:
                 seconds = float((f.metadata() or {}).get("seconds", "nan"))
             model.load_state_dict(load_file(str(path)))
-            return model.eval(), seconds, True
+            return model.to(task.device).eval(), seconds, True
     say(f"training a diffusion model on {len(data)} images, seed {seed} ({recipe.steps} steps)")
     t0 = time.perf_counter()
     task.fit(model, data, recipe, seed)

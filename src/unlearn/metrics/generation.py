@@ -70,6 +70,8 @@ class Judge(nn.Module):
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
         self.eval()
+        if len(images) == 0:
+            return np.zeros((0, self.fc.out_features))
         return np.concatenate(
             [self.features(images[s : s + batch]).double().numpy()
              for s in range(0, len(images), batch)]
@@ -121,12 +123,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise UnlearnError("the Frechet distance needs at least two samples in each set")
     mu = a.mean(0) - b.mean(0)
     sa, sb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+
+    def imaginary(m: np.ndarray) -> float:
+        return float(np.abs(np.diagonal(m).imag).max()) if np.iscomplexobj(m) else 0.0
+
     with warnings.catch_warnings():  # a singular product is handled below
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(sa @ sb)
-        if not np.isfinite(root).all():  # offset both diagonals, as pytorch-fid does
-            off = np.eye(len(sa)) * 1e-6
+        if not np.isfinite(root).all() or imaginary(root) > 1e-3:
+            off = np.eye(len(sa)) * 1e-6  # offset both diagonals, as pytorch-fid does
             root = linalg.sqrtm((sa + off) @ (sb + off))
+    if not np.isfinite(root).all() or imaginary(root) > 1e-3:  # pytorch-fid's tolerance
+        raise UnlearnError(
+            "the Frechet distance's matrix square root is not real (imaginary part "
+            f"{imaginary(root):.3g}): too few samples for the feature dimension?"
+        )
     root = np.real(root)
     value = float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(root))
     if not np.isfinite(value):

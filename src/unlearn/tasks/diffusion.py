@@ -39,7 +39,8 @@ __all__ = ["DiffusionRecipe", "DiffusionTask", "class_unet"]
 class DiffusionRecipe:
     """How the base model and the oracle are trained: ``steps`` optimiser steps on batches
     of ``batch_size`` drawn with replacement across passes, ``lr`` (peak of the one-cycle
-    schedule), and an exponential moving average of the weights (``ema_decay``; 0: none)
+    schedule), and an exponential moving average of the weights (``ema_decay``; 0: none;
+    with the usual warm-up, decay ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t``)
     that becomes the trained model."""
 
     steps: int = 4000
@@ -159,14 +160,13 @@ class DiffusionTask(Task):
         self._alphas = self.scheduler.alphas_cumprod.float()
 
     def settings(self) -> dict:
-        """What defines the task's objective and sampler (for cache keys and reports)."""
+        """What defines the training objective (the sampler's settings do not: a cached
+        model stays valid when they change)."""
         return {
             "num_classes": self.num_classes,
             "timesteps": self.timesteps,
             "beta_schedule": self.scheduler.config.beta_schedule,
             "cond_dropout": self.cond_dropout,
-            "sample_steps": self.sample_steps,
-            "guidance": self.guidance,
         }
 
     # -- models ------------------------------------------------------------------------
@@ -268,10 +268,12 @@ class DiffusionTask(Task):
         return e_u + guidance * (e_c - e_u)
 
     def ddim(self, steps: int | None = None):
-        """A DDIM scheduler for this task's noise schedule, set to ``steps`` steps."""
+        """A DDIM scheduler for this task's noise schedule, set to ``steps`` steps; the
+        steps are spaced from the last timestep down ("trailing"), so sampling starts
+        from pure noise at ``timesteps - 1``."""
         from diffusers import DDIMScheduler
 
-        sched = DDIMScheduler.from_config(self.scheduler.config)
+        sched = DDIMScheduler.from_config(self.scheduler.config, timestep_spacing="trailing")
         sched.set_timesteps(int(steps or self.sample_steps))
         return sched
 
@@ -356,11 +358,16 @@ class DiffusionTask(Task):
             x, y = self.take(data, next(stream))
             return self.denoise_loss(model, x, self.drop_conditions(y, noise_gen), gen=noise_gen)
 
+        done = [0]
+
         def update_ema() -> None:
             if ema is not None:
+                t = done[0]
+                decay = min(recipe.ema_decay, (1 + t) / (10 + t))
+                done[0] += 1
                 with torch.no_grad():
                     for e, p in zip(ema, model.parameters(), strict=True):
-                        e.lerp_(p.detach(), 1 - recipe.ema_decay)
+                        e.lerp_(p.detach(), 1 - decay)
 
         steps = optimize(
             model, opt, recipe.steps, loss_fn, schedule=recipe.schedule, after_step=[update_ema]

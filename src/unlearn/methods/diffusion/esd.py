@@ -2,7 +2,10 @@
 
 The model is trained so that its prediction under the forgotten condition ``c`` matches
 the frozen original's negatively guided one: the target is
-``eps_0(x_t, c) - eta * (eps_0(x_t, c) - eps_0(x_t, null))``. As the official code does
+``eps_0(x_t, null) - eta * (eps_0(x_t, c) - eps_0(x_t, null))``, the paper's equation and
+the official code's (its ``e_0 - negative_guidance * (e_p - e_0)``, ``e_0`` the empty
+prompt's prediction). The issue that asked for ESD wrote ``eps_0(x_t, c)`` as the base
+term; that is this target with ``eta - 1`` in place of ``eta``. As the official code does
 (rohitgandikota/erasing), ``x_t`` is not a noised training image: each step draws a DDIM
 step index ``i`` uniformly and samples ``x_t`` from the model being trained, conditioned on
 ``c`` with guidance ``start_guidance``, for ``i`` of the ``ddim_steps`` steps; the loss is
@@ -77,6 +80,6 @@ class ESD(TrainedMethod):
             null = torch.full_like(c, task.null_class)
             e = task.eps(ref, torch.cat([x_t, x_t]), torch.cat([ts, ts]), torch.cat([c, null]))
             e_c, e_u = e.chunk(2)
-            target = e_c - cfg.eta * (e_c - e_u)
+            target = e_u - cfg.eta * (e_c - e_u)
         pred = task.eps(model, x_t, ts, c)
         return torch.nn.functional.mse_loss(pred, target)

@@ -46,7 +46,7 @@ class SalUnDDPM(TrainedMethod):
     name = "salun_ddpm"
     summary = "SalUn for DDPM: forgotten class mapped to another's noise, salient weights only."
     request_kinds = ("class",)
-    requires = ("denoise", "conditions")
+    requires = ("loss", "denoise", "conditions")
     Config = SalUnDDPMConfig
 
     def grad_masks(self, model, ctx):
