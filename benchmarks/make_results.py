@@ -40,6 +40,7 @@ SCENARIOS = [
     "smollm2-fictitious-forget10",
     "smollm2-lune-vs-full",
     "smollm2-real-facts",
+    "diffusion-digits-class",
 ]
 
 
@@ -84,9 +85,10 @@ def checks(name: str, res: dict) -> list[str]:
 def _family_sections(res: dict) -> str:
     """The LM sections (relearning attack, weight change, KUnBR blocks) one heading level
     down, under the scenario's own heading; empty where the run has none."""
+    from unlearn.bench.diffusion_report import diffusion_section
     from unlearn.bench.llm_sections import llm_sections
 
-    text = llm_sections(res)
+    text = llm_sections(res) + diffusion_section(res)
     if not text:
         return ""
     return "\n" + ("\n" + text).replace("\n## ", "\n### ").lstrip("\n")

@@ -191,7 +191,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     fam.check(sc)
     if args.check:
         return _checked(path, out)
-    results = _run(fam, sc, args.quiet, execution)
+    resume = ROW_CACHE if args.resume else None
+    if resume is not None and not fam.resumable:
+        raise UnlearnError(
+            f"--resume: {fam.kind} runs cannot be resumed (their attacks need every row's model)"
+        )
+    results = _run(fam, sc, args.quiet, execution, resume)
     from .bench import write_outputs
 
     write_outputs(results, out)
@@ -249,7 +254,11 @@ def _positive_int(flag: str):
     return convert
 
 
-def _run(fam, sc, quiet: bool, execution=None) -> dict:
+#: where ``unlearn bench --resume`` saves finished rows (unlearn.bench.rowcache)
+ROW_CACHE = ".cache/unlearn/rows"
+
+
+def _run(fam, sc, quiet: bool, execution=None, resume=None) -> dict:
     from tqdm import tqdm
 
     from .bench.core import run_parsed
@@ -266,7 +275,7 @@ def _run(fam, sc, quiet: bool, execution=None) -> dict:
             else:
                 bar.write(msg, file=sys.stderr)
 
-        return run_parsed(fam, sc, progress=progress, execution=execution)
+        return run_parsed(fam, sc, progress=progress, execution=execution, resume=resume)
 
 
 def _echo(msg: str) -> None:
@@ -332,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="only validate the scenario and --out (loads the data; trains and writes nothing)",
+    )
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="save every row as it is scored (under .cache/unlearn/rows) and reuse the rows "
+        "an earlier run of the same scenario and code saved (language-model runs)",
     )
     b.add_argument(
         "--llm",

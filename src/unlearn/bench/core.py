@@ -116,6 +116,10 @@ class Family:
     keep_models: ClassVar[bool] = True
     #: seeds are independent and may run in parallel worker processes (the executor's)
     parallel_seeds: ClassVar[bool] = False
+    #: rows may be saved and reused by a rerun (``--resume``, :mod:`unlearn.bench.rowcache`):
+    #: the family's later rows and attacks need no model of an earlier row, only the state
+    #: :meth:`row_state` saves
+    resumable: ClassVar[bool] = False
 
     # -- the scenario --------------------------------------------------------------
     def parse(self, raw: dict, source: str, base_dir: Path | None) -> Any:
@@ -204,6 +208,13 @@ class Family:
     def tick_text(self, row: str, metrics: dict) -> str:
         return ""
 
+    def row_state(self, sc: Any, world: World, row: str) -> dict:
+        """What a resumed run needs of row ``row`` besides the row itself (JSON values)."""
+        return {}
+
+    def restore_row(self, sc: Any, world: World, row: str, state: dict) -> None:
+        """Put back what :meth:`row_state` saved, for a row a rerun reuses."""
+
     def seed_info(self) -> dict:
         """What a worker process's run of one seed adds to the document's ``info`` (sent
         back to the parent, which merges it with :meth:`merge_seed_info`)."""
@@ -271,12 +282,21 @@ def run_parsed(
     sc: Any,
     progress: Callable[[str], None] | None = None,
     execution: Execution | None = None,
+    resume: str | Path | None = None,
 ) -> dict:
     """Run a parsed scenario. Seeds run in parallel worker processes (``execution``: its
     engine, workers and threads; default: the local pool, one process per core and one
     BLAS thread each) where the family allows it; the numbers do not depend on the engine
-    or the worker count, only on the thread count."""
+    or the worker count, only on the thread count. ``resume``: a folder where every row is
+    saved as it is scored and from which saved rows are reused (:mod:`.rowcache`; only for
+    a family that is ``resumable``)."""
     from .targets import parse_targets
+
+    if resume is not None and not fam.resumable:
+        raise ScenarioError(
+            f"scenario {sc.name}: {fam.kind} runs cannot be resumed (their attacks need the "
+            "models of every row); run without --resume"
+        )
 
     execution = execution or Execution()
     say = progress or (lambda msg: None)
@@ -303,7 +323,8 @@ def run_parsed(
         if parallel:
             per_seed = total // len(sc.seeds)
             raw, source, base_dir = sc.job
-            jobs = [(raw, source, base_dir, seed, os.getcwd()) for seed in sc.seeds]
+            where = None if resume is None else str(resume)
+            jobs = [(raw, source, base_dir, seed, os.getcwd(), where) for seed in sc.seeds]
             say(f"{len(jobs)} seeds on {workers} {execution.engine} workers")
 
             def seed_done(i: int, _rows: list) -> None:
@@ -314,12 +335,18 @@ def run_parsed(
                 rows += seed_rows
                 fam.merge_seed_info(info)
         else:
+            cache = _cache(sc, resume)
             for seed in sc.seeds:
                 for world in fam.worlds(sc, seed):
-                    rows += _run_world(fam, sc, world, tick)
+                    rows += _run_world(fam, sc, world, tick, cache)
+    resumed = [{"method": r["method"], "seed": r["seed"]} for r in rows if r.pop("_resumed", False)]
     rows = fam.order_rows(sc, rows)
     doc = fam.document(sc)
     doc.setdefault("versions", versions())
+    if resume is not None:
+        from .rowcache import source_digest
+
+        doc["resumed"] = {"rows": resumed, "source_digest": source_digest()}
     return {
         **doc,
         "seeds": sc.seeds,
@@ -333,26 +360,52 @@ def run_parsed(
 def _seed_job(job: tuple) -> tuple[list[dict], dict]:
     """One seed of a scenario in a worker process: parse, set up and run its worlds;
     returns the rows and the family's :meth:`Family.seed_info`."""
-    raw, source, base_dir, seed, cwd = job
+    raw, source, base_dir, seed, cwd, resume = job
     os.chdir(cwd)  # relative paths (data, checkpoints, caches) as in the parent
     fam = family_for(raw, source)
     sc = fam.parse({**raw, "seeds": [seed]}, source, None if base_dir is None else Path(base_dir))
     rows: list[dict] = []
+    cache = _cache(sc, resume)
     with fam.running(sc):
         fam.setup(sc, lambda msg: None)
         for world in fam.worlds(sc, seed):
-            rows += _run_world(fam, sc, world, lambda msg: None)
+            rows += _run_world(fam, sc, world, lambda msg: None, cache)
     return rows, fam.seed_info()
 
 
-def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) -> list[dict]:
+def _cache(sc: Any, resume: str | Path | None):
+    if resume is None:
+        return None
+    from .rowcache import RowCache
+
+    return RowCache(resume, sc.raw, sc.name)
+
+
+def _run_world(
+    fam: Family, sc: Any, world: World, tick: Callable[[str], None], cache: Any = None
+) -> list[dict]:
     """The rows of one world: original, oracle and noise floor (where there is one),
-    then every method; the attacks last."""
+    then every method; the attacks last. With a row ``cache`` (``--resume``) each row is
+    saved once scored, and a saved row is taken instead of computed (marked ``_resumed``)."""
     seed = world.seed
     rows: list[dict] = []
     models: dict[str, Any] = {"original": world.ctx.original}
     at = f"seed {seed}{' ' + world.tag if world.tag else ''}"
     tick(f"{at}: original ready ({world.original_cost['seconds'] or 0:.1f}s)")
+
+    def saved(name: str) -> dict | None:
+        if cache is None:
+            return None
+        got = cache.get(seed, world.label(name))
+        if got is None:
+            return None
+        row, state = got
+        fam.restore_row(sc, world, name, state)
+        return {**row, "_resumed": True}
+
+    def save(name: str, row: dict) -> None:
+        if cache is not None:
+            cache.put(seed, world.label(name), row, fam.row_state(sc, world, name))
 
     def add(name: str, model: Any, cost: dict, record: dict | None = None) -> dict:
         metrics = fam.score(sc, world, model, name)
@@ -365,37 +418,57 @@ def _run_world(fam: Family, sc: Any, world: World, tick: Callable[[str], None]) 
         if record is not None:
             row["record"] = record
         check_rows([row], fam.task_family)  # as it is built: a bad key fails early
+        save(name, row)
         rows.append(row)
         return metrics
 
+    def reuse(name: str, row: dict) -> dict:
+        check_rows([row], fam.task_family)
+        rows.append(row)
+        return row["metrics"]
+
     ref = fam.oracle(sc, world)
+    o_row = None
     if ref is not None:
         oracle, o_cost = ref
         world.state["oracle_seconds"] = o_cost["seconds"]
-        m_or = fam.score(sc, world, oracle, "retrain")
-        m_or.update(o_cost)
-        m_or.update(world.metrics)
-        m_or["time_vs_oracle"] = 1.0
-        fam.set_oracle(sc, world, oracle, m_or)
+        o_row = saved("retrain")
+        if o_row is None:
+            m_or = fam.score(sc, world, oracle, "retrain")
+            m_or.update(o_cost)
+            m_or.update(world.metrics)
+            m_or["time_vs_oracle"] = 1.0
+            fam.set_oracle(sc, world, oracle, m_or)
+            o_row = {"method": world.label("retrain"), "seed": seed, **world.fields}
+            o_row["metrics"] = m_or
+            if "oracle_record" in world.state:
+                o_row["record"] = world.state.pop("oracle_record")
+            check_rows([o_row], fam.task_family)
+            save("retrain", o_row)
         if fam.keep_models:
             models["retrain"] = oracle
         del oracle
         tick(f"{at}: oracle retrained ({o_cost['seconds']:.1f}s)")
-    m0 = add("original", world.ctx.original, world.original_cost)
+    cached = saved("original")
+    m0 = reuse("original", cached) if cached else add("original", world.ctx.original,
+                                                       world.original_cost)  # fmt: skip
     if ref is not None:
         noise, n_cost = fam.noise(sc, world)
-        text = fam.tick_text("oracle_noise", add("oracle_noise", noise, n_cost))
+        cached = saved("oracle_noise")
+        m_n = reuse("oracle_noise", cached) if cached else add("oracle_noise", noise, n_cost)
+        text = fam.tick_text("oracle_noise", m_n)
         if fam.keep_models:
             models["oracle_noise"] = noise
         del noise
         tick(f"{at}: oracle noise floor{text} (original{fam.tick_text('original', m0)})")
         # the documented order: original, retrain, oracle_noise, methods
-        o_row = {"method": world.label("retrain"), "seed": seed, **world.fields, "metrics": m_or}
-        if "oracle_record" in world.state:
-            o_row["record"] = world.state.pop("oracle_record")
-        check_rows([o_row], fam.task_family)
         rows.insert(1, o_row)
     for label, method in sc.methods:
+        cached = saved(label)
+        if cached is not None:
+            m = reuse(label, cached)
+            tick(f"{at}: {label}{fam.tick_text(label, m)} (saved by an earlier run)")
+            continue
         model, rec = fam.run_method(sc, world, method)
         m = add(label, model, rec.cost(), rec.to_dict())
         if fam.keep_models:

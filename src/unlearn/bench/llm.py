@@ -593,9 +593,37 @@ class LLMFamily(Family):
     keep_models = False
     has_oracle = False  # only the fictitious benchmark has one: its world holds it
     parallel_seeds = True  # each worker loads the base model and fine-tunes (or reads the cache)
+    resumable = True  # the relearning attack runs as each row is scored (--resume)
 
     def parse(self, raw, source, base_dir):
         return _LLMRun(parse_llm(raw, source))
+
+    def row_state(self, sc, world, row):
+        """The oracle's truth ratios and Min-K% AUC (the later rows' forget quality and
+        PrivLeak), the original's held-out accuracy (the attack's baseline), and the row's
+        weight change and attack details (attached to the row after the seed)."""
+        st, ev = world.state, world.state["ev"]
+        out = {
+            "weight_change": st.get("weight_change", {}).get(row),
+            "relearn": st.get("relearn", {}).get(row),
+            "original_held_out": st.get("original_held_out"),
+        }
+        if row == "retrain":
+            out["oracle_tr"] = None if ev.oracle_tr is None else np.asarray(ev.oracle_tr).tolist()
+            out["oracle_auc"] = ev.oracle_auc
+        return out
+
+    def restore_row(self, sc, world, row, state):
+        st, ev = world.state, world.state["ev"]
+        for key in ("weight_change", "relearn"):
+            if state.get(key) is not None:
+                st.setdefault(key, {})[row] = state[key]
+        if state.get("original_held_out") is not None and "original_held_out" not in st:
+            st["original_held_out"] = state["original_held_out"]
+        if row == "retrain":
+            tr = state.get("oracle_tr")
+            ev.oracle_tr = None if tr is None else np.asarray(tr, dtype=np.float64)
+            ev.oracle_auc = state.get("oracle_auc")
 
     def ticks(self, sc):
         per = 3 if sc.sc.benchmark == "fictitious" else 1

@@ -1,0 +1,99 @@
+"""Resumable benchmark runs: every finished row saved as it is scored, reused by a rerun.
+
+``unlearn bench SCENARIO --resume`` saves each row of a family that allows it
+(``Family.resumable``: a language-model run can take longer than one working session)
+with the state the later rows need (``Family.row_state``) to
+``.cache/unlearn/rows/<scenario>-<key>/seed<S>/<row>.json``. A rerun with ``--resume``
+takes the saved rows instead of computing them again (``Family.restore_row`` puts their
+state back), so a run killed halfway loses only the row it was computing. The key covers
+the scenario mapping (all but its seeds) and a digest of the toolkit's source files: a
+row is never reused by other code or another scenario. Every reused row is named in the
+results document (``resumed``), and its cost metrics are those its own run measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnlearnError
+
+__all__ = ["RowCache", "source_digest"]
+
+_DIGEST: str | None = None
+
+
+def source_digest() -> str:
+    """A digest of every Python file of the installed ``unlearn`` package (path and bytes)."""
+    global _DIGEST
+    if _DIGEST is None:
+        root = Path(__file__).resolve().parent.parent
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(b"\x00")
+            h.update(path.read_bytes())
+        _DIGEST = h.hexdigest()
+    return _DIGEST
+
+
+def _safe(label: str) -> str:
+    out = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
+    return out + "-" + hashlib.sha256(label.encode()).hexdigest()[:8]
+
+
+class RowCache:
+    """The saved rows of one scenario and code version (see the module docstring)."""
+
+    def __init__(self, root: str | Path, raw: dict, name: str):
+        body = {k: v for k, v in raw.items() if k != "seeds"}
+        key = hashlib.sha256(
+            (json.dumps(body, sort_keys=True, default=str) + source_digest()).encode()
+        ).hexdigest()[:20]
+        self.folder = Path(root) / f"{_safe(name)}-{key}"
+        self.root = str(root)
+
+    def _path(self, seed: int, label: str) -> Path:
+        return self.folder / f"seed{int(seed)}" / f"{_safe(label)}.json"
+
+    def get(self, seed: int, label: str) -> tuple[dict, dict] | None:
+        """``(row, state)`` saved for ``label`` on ``seed``, or None."""
+        path = self._path(seed, label)
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UnlearnError(f"saved row {path} cannot be read ({exc}): delete it") from None
+        if saved.get("label") != label or saved.get("seed") != int(seed):
+            raise UnlearnError(f"saved row {path} is not row {label!r} of seed {seed}")
+        return saved["row"], saved.get("state") or {}
+
+    def put(self, seed: int, label: str, row: dict, state: dict) -> None:
+        path = self._path(seed, label)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(
+            {"label": label, "seed": int(seed), "row": row, "state": state}, default=_plain
+        )
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _plain(obj: Any):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"a saved row cannot hold a {type(obj).__name__}")
