@@ -349,9 +349,37 @@ class AblationFamily(Family):
     keep_models = False
     has_oracle = False
     parallel_seeds = True
+    resumable = True  # the relearning attack runs as each row is scored (--resume)
 
     def parse(self, raw, source, base_dir):
         return parse_ablation(raw, source)
+
+    def row_state(self, sc, world, row):
+        """The original's scores and what it knew (the later rows' recall is counted on
+        the facts it knew), its held-out accuracy, and the row's attack details."""
+        st = world.state
+        out = {
+            "relearn": st.get("relearn", {}).get(row),
+            "original_held_out": st.get("original_held_out"),
+        }
+        if row == "original":
+            metrics, known = self._original[(world.seed, st["gi"])]
+            out["original"] = {
+                "metrics": metrics,
+                "known": [[[f.relation, f.subject, f.object], bool(k)] for f, k in known.items()],
+            }
+        return out
+
+    def restore_row(self, sc, world, row, state):
+        st = world.state
+        if state.get("relearn") is not None:
+            st.setdefault("relearn", {})[row] = state["relearn"]
+        if state.get("original_held_out") is not None and "original_held_out" not in st:
+            st["original_held_out"] = state["original_held_out"]
+        if row == "original":
+            saved = state["original"]
+            known = {K.Fact(*f): bool(k) for f, k in saved["known"]}
+            self._original.setdefault((world.seed, st["gi"]), (saved["metrics"], known))
 
     def ticks(self, sc):
         groups = sc.forget["targets"] // sc.forget["group"]

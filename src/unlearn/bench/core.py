@@ -373,6 +373,15 @@ def _seed_job(job: tuple) -> tuple[list[dict], dict]:
     return rows, fam.seed_info()
 
 
+def _row_key(world: World, name: str) -> str:
+    """A row's name in the row cache: its label and the world's fields (several worlds of
+    a seed may share a tag, e.g. one per group of targets)."""
+    import json
+
+    fields = json.dumps(world.fields, sort_keys=True, default=str) if world.fields else ""
+    return world.label(name) + (f"|{fields}" if fields else "")
+
+
 def _cache(sc: Any, resume: str | Path | None):
     if resume is None:
         return None
@@ -396,7 +405,7 @@ def _run_world(
     def saved(name: str) -> dict | None:
         if cache is None:
             return None
-        got = cache.get(seed, world.label(name))
+        got = cache.get(seed, _row_key(world, name))
         if got is None:
             return None
         row, state = got
@@ -405,7 +414,7 @@ def _run_world(
 
     def save(name: str, row: dict) -> None:
         if cache is not None:
-            cache.put(seed, world.label(name), row, fam.row_state(sc, world, name))
+            cache.put(seed, _row_key(world, name), row, fam.row_state(sc, world, name))
 
     def add(name: str, model: Any, cost: dict, record: dict | None = None) -> dict:
         metrics = fam.score(sc, world, model, name)
