@@ -82,3 +82,19 @@ def test_an_ablation_run_resumes_group_by_group(tmp_path):
     again = _run(raw, tmp_path)
     assert {r["method"].split("@")[0] for r in again["resumed"]["rows"]} == {"original"}
     assert _strip(again["rows"]) == _strip(first["rows"])
+
+
+def test_a_diffusion_run_resumes_with_its_attack_traces(tmp_path):
+    pytest.importorskip("diffusers")
+    from .test_diffusion import _scenario as diffusion_scenario
+
+    raw = diffusion_scenario(tmp_path)
+    first = _run(raw, tmp_path / "rows")
+    for f in (tmp_path / "rows").rglob("*.json"):
+        if f.name.startswith("esd"):
+            f.unlink()
+    again = _run(raw, tmp_path / "rows")
+    assert {r["method"] for r in again["resumed"]["rows"]} == {
+        "original", "retrain", "oracle_noise", "dimum"}  # fmt: skip
+    assert _strip(again["rows"]) == _strip(first["rows"])
+    assert "dimra" in next(r for r in again["rows"] if r["method"] == "dimum")
