@@ -97,7 +97,14 @@ TABLE_METRICS = (
     ("forgotten_class_rate", "Forgotten class rate", 1),
     ("kept_class_acc", "Kept class acc", 1),
     ("min_kept_class_acc", "Min kept class acc", 1),
-    ("frechet", "Frechet (kept)", 2),
+    ("forgotten_id_sim", "Forgotten id sim", 3),
+    ("unrelated_id_sim_mean", "Unrelated id sim", 3),
+    ("unrelated_id_sim_std", "Unrelated id sim std", 3),
+    ("retained_id_sim", "Retained id sim", 3),
+    ("retained_id_sim_vs_original", "Retained / original", 3),
+    ("surrogate_mutual_sim", "Surrogate mutual sim", 3),
+    ("frechet", "Frechet", 2),
+    ("frechet_vs_original", "Frechet / original", 3),
     ("frechet_retained", "Frechet / original", 3),
     ("dimra_forgotten_class_rate", "After DiMRA: forgotten rate", 1),
     ("dimra_max_forgotten_class_rate", "DiMRA max forgotten rate", 1),
@@ -232,6 +239,44 @@ def _ablation_plots(results: dict, folder: Path) -> list[str]:
     return [name]
 
 
+def _generator_plots(results: dict, folder: Path) -> list[str]:
+    """Forgotten identities' similarity (against the floor's band) and retained utility,
+    against the count of forgotten identities."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
+    by: dict[str, list] = {}
+    for s in results["summary"]:
+        label, _, tag = s["method"].partition("@n")
+        if tag.isdigit():
+            by.setdefault(label, []).append((int(tag), s["mean"]))
+    for label, pts in by.items():
+        pts.sort()
+        xs = [n for n, _ in pts]
+        for ax, key in ((axes[0], "forgotten_id_sim"), (axes[1], "retained_id_sim_vs_original")):
+            ys = [m.get(key) for _, m in pts]
+            if any(y is not None for y in ys):
+                ax.plot(xs, ys, marker="o", label=label)
+    floor = by.get("original", [])
+    if floor:
+        xs = [n for n, _ in floor]
+        lo = [m["unrelated_id_sim_mean"] - m["unrelated_id_sim_std"] for _, m in floor]
+        hi = [m["unrelated_id_sim_mean"] + m["unrelated_id_sim_std"] for _, m in floor]
+        axes[0].fill_between(xs, lo, hi, color="grey", alpha=0.25, label="unrelated ± std")
+    axes[1].axhline(0.95, color="k", lw=1, ls="--")
+    axes[0].set_ylabel("forgotten identities' similarity to themselves")
+    axes[1].set_ylabel("retained identity similarity / original's")
+    for ax in axes:
+        ax.set_xlabel("identities forgotten")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title(results["scenario_name"])
+    fig.tight_layout()
+    fig.savefig(folder / "identities_vs_count.png", dpi=110)
+    plt.close(fig)
+    return ["identities_vs_count.png"]
+
+
 def _llm_plots(results: dict, folder: Path) -> list[str]:
     """Forget quality (log) against model utility; without an oracle (real facts), forget
     against retain answer accuracy."""
@@ -278,6 +323,8 @@ def _plots(results: dict, folder: Path) -> list[str]:
         from .diffusion_report import diffusion_plots
 
         return diffusion_plots(results, folder)
+    if results.get("kind") == "generator":
+        return _generator_plots(results, folder)
     from .parts import growth_plot, has_growth
 
     names = growth_plot(results, folder) if has_growth(results) else []

@@ -51,6 +51,8 @@ _MODULES = (
     "diffusion.esd",
     "diffusion.salun_ddpm",
     "diffusion.dimum",
+    "generator.guide",
+    "generator.sugar",
 )
 _loaded = False
 

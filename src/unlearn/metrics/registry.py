@@ -297,6 +297,22 @@ _add("dimra_max_forgotten_class_rate", [DIF], ["generation", "attack"], "%", "lo
      "the highest forgotten_class_rate over the attack's checkpoints")  # fmt: skip
 _add("dimra_kept_class_acc", [DIF], ["generation", "attack"], "%", "higher",
      "kept_class_acc after the DiMRA attack")  # fmt: skip
+GEN = "generator"
+for key, unit, better, about in [
+    ("forgotten_id_sim", "", "lower", "cosine: forgotten identities' samples vs their images"),
+    ("unrelated_id_sim_mean", "", "none", "the floor: other identities' samples vs theirs"),
+    ("unrelated_id_sim_std", "", "none", "spread of the floor"),
+    ("retained_id_sim", "", "higher", "cosine: kept identities' samples vs their images"),
+    ("retained_id_sim_vs_original", "ratio", "higher", "retained_id_sim / the original's"),
+    ("frechet_vs_original", "ratio", "lower", "frechet / the original's"),
+    ("surrogate_mutual_sim", "", "lower", "cosine between forgotten identities' samples"),
+    ("n_forgotten", "", "none", "identities forgotten so far"),
+]:
+    _add(key, [GEN], ["generation"], unit, better, about)
+declare_for(
+    GEN, "seconds", "peak_mem_mb", "baseline_mem_mb", "peak_cuda_mb", "train_state_mb", "steps",
+    "time_vs_oracle", "frechet",
+)  # fmt: skip
 declare_for(
     DIF, "seconds", "peak_mem_mb", "baseline_mem_mb", "peak_cuda_mb", "train_state_mb", "steps",
     "time_vs_oracle",

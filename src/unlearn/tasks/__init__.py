@@ -6,6 +6,7 @@ from .classifier import ClassifierTask, TrainRecipe
 from .convex import ConvexTask
 from .diffusion import DiffusionRecipe, DiffusionTask
 from .federated import FederatedData, FederatedTask, FedModel, FedRecipe
+from .generator import GeneratorRecipe, GeneratorTask, IdentityGenerator
 
 __all__ = [
     "CausalLMTask",
@@ -17,6 +18,9 @@ __all__ = [
     "FedRecipe",
     "FederatedData",
     "FederatedTask",
+    "GeneratorRecipe",
+    "GeneratorTask",
+    "IdentityGenerator",
     "LMRecipe",
     "PairData",
     "Task",

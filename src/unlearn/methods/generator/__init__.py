@@ -1,0 +1,1 @@
+"""Methods only identity generators have (GUIDE, SUGAR)."""
