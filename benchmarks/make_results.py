@@ -41,6 +41,7 @@ SCENARIOS = [
     "smollm2-lune-vs-full",
     "smollm2-real-facts",
     "diffusion-digits-class",
+    "generator-sugar",
 ]
 
 

@@ -43,6 +43,11 @@ def test_scenario_file_parses(path):
 
         sc = parse_diffusion(raw, str(path))
         assert sc.methods and sc.seeds
+    elif kind == "generator":
+        from unlearn.bench.generator import parse_generator
+
+        sc = parse_generator(raw, str(path))
+        assert sc.methods and sc.counts
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
 
@@ -64,6 +69,8 @@ def _labels(raw: dict) -> set[str]:
     if raw.get("kind") == "llm_ablation":  # one row per method and mode, no oracle
         labels = ["original", *(m.get("label", m["name"]) for m in raw["methods"])]
         return {f"{b}@{mode}" for b in labels for mode in raw.get("modes", ["target", "minimal"])}
+    if raw.get("kind") == "generator":  # one part per count of forgotten identities
+        return {f"{b}@n{c}" for b in base for c in raw["forget"]["counts"]}
     if "grow" in raw:  # one part per size: LABEL@nNfF
         tags = [f"@n{g['n_train']}f{g['n_forget']}" for g in raw["grow"]]
         return {f"{b}{t}" for b in base for t in tags}
