@@ -343,3 +343,21 @@ def test_bad_scenarios_fail_before_any_training(tmp_path, over, match):
     with pytest.raises(ScenarioError, match=match):
         core.run(_scenario(tmp_path, **over))
     assert not (tmp_path / "cache").exists()
+
+
+def test_esd_on_the_class_embedding_alone_changes_only_the_forgotten_row(task, unet, images):
+    out, rec = unlearn(
+        "esd", unet, images, ClassRequest(classes=(1,)), task=task,
+        config={"steps": 2, "batch_size": 2, "ddim_steps": 3, "lr": 1e-2,
+                "train_only": ["class_embedding"]},
+    )  # fmt: skip
+    changed = {
+        n for (n, p), q in zip(out.named_parameters(), unet.parameters(), strict=True)
+        if not torch.equal(p, q)
+    }  # fmt: skip
+    assert changed == {"class_embedding.weight"} and "class_embedding" in rec.touched
+    rows = (out.class_embedding.weight != unet.class_embedding.weight).any(1)
+    assert rows.nonzero().flatten().tolist() == [1]
+    with pytest.raises(UnlearnError, match="no trainable parameters whose name"):
+        unlearn("esd", unet, images, ClassRequest(classes=(1,)), task=task,
+                config={"steps": 1, "train_only": ["nothing_has_this"]})  # fmt: skip

@@ -66,6 +66,10 @@ class TrainConfig(MethodConfig):
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = ()
     merge: bool = True
+    #: train only the parameters whose name contains one of these (empty: all), e.g.
+    #: ``class_embedding`` for ESD on a class-conditional UNet (ESD-x trains only the
+    #: layers the condition enters through)
+    train_only: tuple[str, ...] = ()
     target_forget_acc: float | None = None
     check_every: int = 5
 
@@ -88,6 +92,8 @@ class TrainConfig(MethodConfig):
             bad.append("weight_decay and grad_clip must be >= 0, momentum in [0, 1)")
         if self.lora_rank < 0 or not self.lora_alpha > 0:
             bad.append("lora_rank must be >= 0 and lora_alpha > 0")
+        if self.train_only and self.lora_rank > 0:
+            bad.append("train_only and lora_rank > 0 exclude each other")
         t = self.target_forget_acc
         if t is not None and not 0 <= t <= 100:
             bad.append(f"target_forget_acc is a percentage in [0, 100], got {t}")
@@ -110,6 +116,8 @@ class TrainedMethod(Method):
 
     def touched(self) -> str:
         c = self.config
+        if c.train_only and c.lora_rank == 0:
+            return "parameters named " + " or ".join(f"*{k}*" for k in c.train_only)
         if c.lora_rank > 0:
             kept = "merged" if c.merge else "kept separate"
             where = ",".join(c.lora_targets) if c.lora_targets else "the task's default layers"
@@ -194,11 +202,14 @@ class TrainedMethod(Method):
         if lora:
             model = ctx.task.lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
         else:
-            for p in model.parameters():
-                p.requires_grad_(True)
+            for name, p in model.named_parameters():
+                p.requires_grad_(not cfg.train_only or any(k in name for k in cfg.train_only))
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
-            raise UnlearnError("the model has no trainable parameters")
+            raise UnlearnError(
+                "the model has no trainable parameters"
+                + (f" whose name contains any of {list(cfg.train_only)}" if cfg.train_only else "")
+            )
         self._train_state_mb = train_state_mb(model, optimizer_slots(cfg.optimizer, cfg.momentum))
         self._extra["trainable_params"] = sum(p.numel() for p in params)
         masks = self.grad_masks(model, ctx)
