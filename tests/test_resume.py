@@ -47,9 +47,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert _strip(partial["rows"]) == _strip(first["rows"])
     kunbr = next(r for r in partial["rows"] if r["method"] == "kunbr")
     assert kunbr["metrics"]["forget_quality"] is not None and "relearn" in kunbr
-    # another scenario (a method's setting changed) reuses nothing
-    other = _scenario()
-    other["methods"][0]["lr"] = 2e-3
+    # another set-up (the attack's settings changed) reuses nothing
+    other = _scenario(epochs=1)
     assert _run(other, tmp_path)["resumed"]["rows"] == []
 
 
@@ -98,3 +97,16 @@ def test_a_diffusion_run_resumes_with_its_attack_traces(tmp_path):
         "original", "retrain", "oracle_noise", "dimum"}  # fmt: skip
     assert _strip(again["rows"]) == _strip(first["rows"])
     assert "dimra" in next(r for r in again["rows"] if r["method"] == "dimum")
+
+
+def test_changing_one_method_recomputes_only_its_rows(tmp_path):
+    raw = _scenario()
+    first = _run(raw, tmp_path)
+    changed = _scenario()
+    changed["methods"][1]["steps"] = 3  # kunbr
+    changed["description"] = "a new description changes nothing"
+    again = _run(changed, tmp_path)
+    assert {r["method"] for r in again["resumed"]["rows"]} == {
+        "original", "retrain", "oracle_noise", "gradient_ascent"}  # fmt: skip
+    kept = [r for r in _strip(again["rows"]) if r["method"] != "kunbr"]
+    assert kept == [r for r in _strip(first["rows"]) if r["method"] != "kunbr"]

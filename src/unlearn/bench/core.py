@@ -18,6 +18,7 @@ compute for a row is ``None``: the report shows it as missing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -402,10 +403,13 @@ def _run_world(
     at = f"seed {seed}{' ' + world.tag if world.tag else ''}"
     tick(f"{at}: original ready ({world.original_cost['seconds'] or 0:.1f}s)")
 
+    configs = {label: {"name": m.name, "config": dataclasses.asdict(m.config)}
+               for label, m in sc.methods}  # fmt: skip
+
     def saved(name: str) -> dict | None:
         if cache is None:
             return None
-        got = cache.get(seed, _row_key(world, name))
+        got = cache.get(seed, _row_key(world, name), configs.get(name))
         if got is None:
             return None
         row, state = got
@@ -414,7 +418,8 @@ def _run_world(
 
     def save(name: str, row: dict) -> None:
         if cache is not None:
-            cache.put(seed, _row_key(world, name), row, fam.row_state(sc, world, name))
+            state = fam.row_state(sc, world, name)
+            cache.put(seed, _row_key(world, name), row, state, configs.get(name))
 
     def add(name: str, model: Any, cost: dict, record: dict | None = None) -> dict:
         metrics = fam.score(sc, world, model, name)

@@ -6,9 +6,12 @@ with the state the later rows need (``Family.row_state``) to
 ``.cache/unlearn/rows/<scenario>-<key>/seed<S>/<row>.json``. A rerun with ``--resume``
 takes the saved rows instead of computing them again (``Family.restore_row`` puts their
 state back), so a run killed halfway loses only the row it was computing. The key covers
-the scenario mapping (all but its seeds) and a digest of the toolkit's source files: a
-row is never reused by other code or another scenario. Every reused row is named in the
-results document (``resumed``), and its cost metrics are those its own run measured.
+the scenario mapping (all but its seeds, methods, targets and description) and a digest
+of the toolkit's source files, and a method row's file name its method and full
+configuration: a row is never reused by other code, another set-up or another method
+setting, while adding or changing one method recomputes that method's rows only. Every
+reused row is named in the results document (``resumed``), and its cost metrics are those
+its own run measured.
 """
 
 from __future__ import annotations
@@ -49,20 +52,29 @@ def _safe(label: str) -> str:
 class RowCache:
     """The saved rows of one scenario and code version (see the module docstring)."""
 
+    #: keys that change no row: which seeds run, the methods list (a method row is keyed
+    #: by its own method and configuration), what the report judges and says
+    UNKEYED = ("seeds", "methods", "targets", "description")
+
     def __init__(self, root: str | Path, raw: dict, name: str):
-        body = {k: v for k, v in raw.items() if k != "seeds"}
+        body = {k: v for k, v in raw.items() if k not in self.UNKEYED}
         key = hashlib.sha256(
             (json.dumps(body, sort_keys=True, default=str) + source_digest()).encode()
         ).hexdigest()[:20]
         self.folder = Path(root) / f"{_safe(name)}-{key}"
         self.root = str(root)
 
-    def _path(self, seed: int, label: str) -> Path:
-        return self.folder / f"seed{int(seed)}" / f"{_safe(label)}.json"
+    def _path(self, seed: int, label: str, method: dict | None) -> Path:
+        part = ""
+        if method is not None:  # a method row: its own method and full configuration
+            blob = json.dumps(method, sort_keys=True, default=str)
+            part = "-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return self.folder / f"seed{int(seed)}" / f"{_safe(label)}{part}.json"
 
-    def get(self, seed: int, label: str) -> tuple[dict, dict] | None:
-        """``(row, state)`` saved for ``label`` on ``seed``, or None."""
-        path = self._path(seed, label)
+    def get(self, seed: int, label: str, method: dict | None = None) -> tuple[dict, dict] | None:
+        """``(row, state)`` saved for ``label`` on ``seed`` (a method row: run by ``method``,
+        ``{"name", "config"}``), or None."""
+        path = self._path(seed, label, method)
         if not path.is_file():
             return None
         try:
@@ -73,8 +85,8 @@ class RowCache:
             raise UnlearnError(f"saved row {path} is not row {label!r} of seed {seed}")
         return saved["row"], saved.get("state") or {}
 
-    def put(self, seed: int, label: str, row: dict, state: dict) -> None:
-        path = self._path(seed, label)
+    def put(self, seed: int, label: str, row: dict, state: dict, method: dict | None = None):
+        path = self._path(seed, label, method)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(
             {"label": label, "seed": int(seed), "row": row, "state": state}, default=_plain
