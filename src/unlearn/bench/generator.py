@@ -51,12 +51,12 @@ import torch
 from ..data.core import split_request
 from ..data.identities import IdentityData, make_identities
 from ..errors import ScenarioError, UnlearnError
-from ..methods.base import UnlearnContext, get_method
+from ..methods.base import UnlearnContext
 from ..requests import GroupRequest
 from ..tasks.generator import GeneratorRecipe, GeneratorTask, IdentityGenerator, train_recogniser
 from ..validate import dataclass_from_mapping
 from .core import Family, World, register_family, run_parsed
-from .scenario import check_common
+from .scenario import check_common, parse_family_methods
 
 __all__ = ["GeneratorFamily", "run_generator"]
 
@@ -172,26 +172,7 @@ def parse_generator(raw: Any, source: str = "scenario") -> GeneratorScenario:
             f"forgetting {counts[-1]} identities and judging {ev.retained} retained ones needs "
             f"more than the data's {data.identities} identities",
         )
-    methods = []
-    if not isinstance(raw["methods"], list) or not raw["methods"]:
-        raise _fail(name, "'methods' must be a non-empty list")
-    for i, entry in enumerate(raw["methods"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise _fail(name, f"methods[{i}] must be a mapping with a 'name'")
-        label = entry.get("label", entry["name"])
-        if not isinstance(label, str) or label in ("original", "retrain", "oracle_noise"):
-            raise _fail(name, f"methods[{i}]: label {label!r} is not a string or is reserved")
-        if any(lab == label for lab, _ in methods):
-            raise _fail(name, f"method label {label!r} appears twice (give a 'label')")
-        opts = {k: v for k, v in entry.items() if k not in ("name", "label")}
-        try:
-            method = get_method(entry["name"], opts, family="generator")
-            GeneratorTask.require(method.requirements(), f"method {entry['name']}")
-        except UnlearnError as exc:
-            raise _fail(name, f"methods[{i}]: {exc}") from None
-        if "group" not in method.request_kinds:
-            raise _fail(name, f"methods[{i}]: {entry['name']} does not forget identities")
-        methods.append((label, method))
+    methods = parse_family_methods(raw, name, GeneratorTask, "group")
     cache = raw.get("cache_dir", ".cache/unlearn")
     if cache is not None and not isinstance(cache, str):
         raise _fail(name, f"cache_dir must be a path or null, got {cache!r}")

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import UnlearnError
+from ..io import atomic_write_text
 
 __all__ = ["RowCache", "source_digest"]
 
@@ -91,14 +90,7 @@ class RowCache:
         text = json.dumps(
             {"label": label, "seed": int(seed), "row": row, "state": state}, default=_plain
         )
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
 
 
 def _plain(obj: Any):

@@ -417,6 +417,35 @@ class Common:
     device: str
 
 
+def parse_family_methods(raw: dict, name: str, task_cls, request_kind: str) -> list:
+    """``(label, Method)`` of a family scenario's ``methods`` list: each built for the task
+    family ``task_cls`` (its presets), refused where that task lacks what it requires or
+    it does not serve ``request_kind`` requests; labels unique and not reserved."""
+    methods: list = []
+    if not isinstance(raw.get("methods"), list) or not raw["methods"]:
+        raise _fail(name, "'methods' must be a non-empty list")
+    for i, entry in enumerate(raw["methods"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise _fail(name, f"methods[{i}] must be a mapping with a 'name'")
+        label = entry.get("label", entry["name"])
+        if not isinstance(label, str) or label in REFERENCE_ROWS:
+            raise _fail(name, f"methods[{i}]: label {label!r} is not a string or is reserved")
+        if any(lab == label for lab, _ in methods):
+            raise _fail(name, f"method label {label!r} appears twice (give a 'label')")
+        opts = {k: v for k, v in entry.items() if k not in ("name", "label")}
+        try:
+            method = get_method(entry["name"], opts, family=task_cls.family)
+            task_cls.require(method.requirements(), f"method {entry['name']}")
+        except UnlearnError as exc:
+            raise _fail(name, f"methods[{i}]: {exc}") from None
+        if request_kind not in method.request_kinds:
+            raise _fail(
+                name, f"methods[{i}]: {entry['name']} does not serve {request_kind} requests"
+            )
+        methods.append((label, method))
+    return methods
+
+
 def check_common(raw: Any, source: str, default_name: str = "") -> Common:
     """The checks every family's scenario gets before its own: a plain mapping (no YAML
     dates, sets, NaN...), ``name``, ``description``, ``seeds`` (distinct integers in
