@@ -316,6 +316,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_request(args: argparse.Namespace) -> int:
+    from .ledger.cli import run_request
+
+    return run_request(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one ``unlearn: error:`` line, exit 2."""
 
@@ -369,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_execution_args(u)
+    from .ledger.cli import add_request_parser
+
+    add_request_parser(sub)
     t = sub.add_parser("train", help="train a scenario's original model and save a checkpoint")
     t.add_argument("scenario", nargs="?", default=None)
     t.add_argument("--seed", type=int, default=0)
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "tune": _cmd_tune,
         "train": _cmd_train,
+        "request": _cmd_request,
     }
     try:
         args = parser.parse_args(argv)

@@ -28,6 +28,10 @@ class ScenarioError(UnlearnError):
     """A scenario file is malformed or names something that does not exist."""
 
 
+class LedgerError(UnlearnError):
+    """A deletion ledger that cannot be opened, is inconsistent, or refuses an operation."""
+
+
 class MissingDependencyError(UnlearnError):
     """An optional dependency needed for this feature is not installed."""
 
