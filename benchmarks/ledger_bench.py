@@ -5,7 +5,7 @@ kill -9 at random times, concurrent writers, and tampering.
 
 1. **Sequential.** The MNIST-1D CNN of ``benchmarks/mnist1d-random10.yaml`` (trained with
    ``unlearn train``) receives 100 requests in a row, each for 4 random training samples
-   (400 in all, 10 %), each processed with NegGrad+ at that scenario's tuned setting,
+   (400 in all, 10 %), each processed with NegGrad+ at a setting tuned for small requests on seed 5,
    under a policy that retrains when test accuracy falls 2 points below the reference.
    The oracle is the scenario's recipe retrained without all 400 (the same seed, and
    two other seeds for its spread). Reported: test accuracy, accuracy on the removed
@@ -44,7 +44,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "benchmarks" / "mnist1d-random10.yaml"
-NG = {"optimizer": "adam", "lr": 0.002, "alpha": 0.8, "epochs": 1.5, "schedule": "cosine"}
+# chosen on tuning seed 5 by benchmarks/tuning/ledger_request_sweep.py (docs/tuning.md): the
+# scenario's NegGrad+ setting, tuned for one request of 400 samples, took test accuracy
+# from 93.6 to 63 % on the first 4-sample request
+NG = {"optimizer": "adam", "lr": 0.0005, "alpha": 0.95, "epochs": 0.3}
 N_REQUESTS, PER_REQUEST = 100, 4
 
 

@@ -131,11 +131,14 @@ def test_bad_requests_are_refused_and_leave_the_ledger_as_it_was(tmp_path, train
 def test_policy_retrains_when_utility_falls(tmp_path, trained):
     led = fresh(tmp_path, trained, policy={"retrain_if": {"test_acc_drop": 0.5}})
     led.add("a", "m", {"class": [3]}, "trw")  # losing a class costs ~10 points of test acc
-    led.process()
+    led.add("b", "m", {"samples": [1]}, "neggrad_plus", NG)
+    with pytest.raises(LedgerError, match="reserved"):
+        led.add("policy", "m", {"samples": [2]})
+    assert led.process() == ["r000001", "r000003", "r000002"]  # the retrain goes first
     kinds = [e["kind"] for e in led.entries()]
-    assert kinds[-3:] == ["request_processed", "request_added", "retrain"]
-    retrain = json.loads(led.entries()[-1]["body"])
-    added = json.loads(led.entries()[-2]["body"])["request"]
+    assert kinds[3:] == ["request_processed", "request_added", "retrain", "request_processed"]
+    retrain = json.loads(led.entries()[-2]["body"])
+    added = json.loads(led.entries()[-3]["body"])["request"]
     assert added["subject"] == "policy" and added["reason"]["rule"] == "test_acc_drop"
     assert retrain["samples"] == [] and retrain["run"]["method"] == "retrain"
     state = led.model_state("m")

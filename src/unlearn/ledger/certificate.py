@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from .core import ENTRY_COLUMNS as ENTRY_KEYS
 from .core import canonical, entry_hash, judge
 from .handlers import file_sha256
 
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 CERT_FORMAT = "unlearn-certificate 1"
-ENTRY_KEYS = ("seq", "at", "kind", "model", "request_id", "body", "prev_hash", "hash")
 
 
 def new_signing_key(path: Path) -> str:

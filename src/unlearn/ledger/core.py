@@ -46,6 +46,7 @@ from .store import SCHEMA_VERSION, Store, open_store
 __all__ = ["Ledger", "VerifyReport", "canonical", "entry_hash", "GENESIS", "parse_threshold"]
 
 GENESIS = "0" * 64
+ENTRY_COLUMNS = ("seq", "at", "kind", "model", "request_id", "body", "prev_hash", "hash")
 #: how long a claim by a process on another host is honoured (seconds; same-host claims
 #: are checked against the claiming process itself)
 DEFAULT_LEASE_S = 6 * 3600
@@ -54,6 +55,8 @@ CRASH_ENV = "UNLEARN_LEDGER_CRASH_AT"
 CRASH_STAGES = ("claimed", "computed", "staged", "committed", "replaced")
 #: the methods ``method: auto`` picks, per selector
 AUTO_METHODS = {"samples": "neggrad_plus", "class": "trw", "group": "neggrad_plus"}
+#: the subject of the retrains a policy queues (reserved; they are processed first)
+POLICY_SUBJECT = "policy"
 #: what a retrain (which forgets no new samples) measures
 RETRAIN_METRICS = ("test_acc", "removed_mia_auc")
 #: the metrics a threshold may name, and which way is better
@@ -289,12 +292,8 @@ class Ledger:
 
     def entries(self) -> list[dict]:
         with self.store.read() as tx:
-            rows = tx.q(
-                "SELECT seq, at, kind, model, request_id, body, prev_hash, hash "
-                "FROM entries ORDER BY seq"
-            )
-        keys = ("seq", "at", "kind", "model", "request_id", "body", "prev_hash", "hash")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+            rows = tx.q(f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries ORDER BY seq")
+        return [dict(zip(ENTRY_COLUMNS, r, strict=True)) for r in rows]
 
     def public_key(self) -> str | None:
         with self.store.read() as tx:
@@ -383,6 +382,8 @@ class Ledger:
 
         if not isinstance(subject, str) or not subject.strip() or len(subject) > 200:
             raise LedgerError(f"a request needs a data subject (a short string), got {subject!r}")
+        if subject == POLICY_SUBJECT:
+            raise LedgerError(f"the subject {POLICY_SUBJECT!r} is reserved for the retrain policy")
         sel = selector_request(selector)
         state = self.model_state(model)
         if config is not None and not isinstance(config, dict):
@@ -501,10 +502,13 @@ class Ledger:
         with self.store.write() as tx:
             busy = {m for (m,) in tx.q("SELECT model FROM requests WHERE status='processing'")}
             sql = "SELECT id, model, body FROM requests WHERE status='pending'"
-            args: tuple = ()
+            args: list = []
             if model is not None:
-                sql, args = sql + " AND model = ?", (model,)
-            for rid, m, body in tx.q(sql + " ORDER BY num", args):
+                sql += " AND model = ?"
+                args.append(model)
+            # a retrain the policy queued comes before the requests that wait behind it
+            sql += " ORDER BY subject = ? DESC, num"
+            for rid, m, body in tx.q(sql, [*args, POLICY_SUBJECT]):
                 if m in busy:
                     continue
                 # the oldest pending request of a model that has none in progress: a
@@ -631,7 +635,11 @@ class Ledger:
             )
             new_state = self._next_state(state, ids, metrics, kind)
             trigger = self._policy_trigger(state, new_state, metrics, misses, kind)
-            if trigger is not None:
+            queued = tx.q(
+                "SELECT 1 FROM requests WHERE model = ? AND subject = ? AND status = 'pending'",
+                (req["model"], POLICY_SUBJECT),
+            )
+            if trigger is not None and not queued:
                 kept = {k: v for k, v in state["thresholds"].items() if k in RETRAIN_METRICS}
                 self._enqueue(
                     req["model"], "policy", {}, "retrain", {}, kept, tx=tx, reason=trigger
@@ -704,10 +712,14 @@ class Ledger:
         from .certificate import build_certificate, write_certificate
 
         with self.store.read() as tx:
-            rows = tx.q("SELECT entry_seq FROM requests WHERE id = ?", (rid,))
-        if not rows or rows[0][0] is None:
+            rows = tx.q(
+                f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries WHERE seq = "
+                "(SELECT entry_seq FROM requests WHERE id = ?)",
+                (rid,),
+            )
+        if not rows:
             raise LedgerError(f"{rid} has not been processed")
-        entry = next(e for e in self.entries() if e["seq"] == rows[0][0])
+        entry = dict(zip(ENTRY_COLUMNS, rows[0], strict=True))
         key = self.root / "signing_key.pem"
         cert = build_certificate(entry, self.db_url, key if key.is_file() else None)
         return write_certificate(cert, self._cert_path(rid))
