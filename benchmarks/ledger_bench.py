@@ -61,18 +61,22 @@ def train(out: Path, seed: int) -> Path:
     return path
 
 
-def sequential(out: Path, seed: int) -> dict:
+def sequential(out: Path, seed: int, policy: bool = True) -> dict:
     from unlearn.ledger import Ledger
     from unlearn.ledger.handlers import ClassifierHandler
 
-    work = out / f"sequential-seed{seed}"
+    work = out / f"sequential{'' if policy else '-no-policy'}-seed{seed}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     model = work / "model.safetensors"
     shutil.copy(train(out, seed), model)
     led = Ledger.create(work / "ledger")
     led.register_model(
-        "cnn", model, SCENARIO, seed=seed, policy={"retrain_if": {"test_acc_drop": 2.0}}
+        "cnn",
+        model,
+        SCENARIO,
+        seed=seed,
+        policy={"retrain_if": {"test_acc_drop": 2.0}} if policy else None,
     )
     rng = np.random.default_rng([seed, 18])
     n = len(ClassifierHandler(led.model_state("cnn")).train)
@@ -322,34 +326,48 @@ def tampering(out: Path, edits: int = 300, file_edits: int = 100, seed: int = 0)
     }
 
 
+def _sequential_block(runs: list[dict], title: str) -> list[str]:
+    lines = [
+        f"## {title}",
+        "",
+        "| seed | row | test acc | acc on the 400 removed | loss-attack AUC on them |",
+        "|---|---|---|---|---|",
+    ]
+    for s in runs:
+        for name, r in s["rows"].items():
+            lines.append(
+                f"| {s['seed']} | {name} | {r['test_acc']:.2f} | {r['removed_acc']:.2f} "
+                f"| {r['removed_mia_auc']:.1f} |"
+            )
+    gaps = [s["gap_to_oracle"] for s in runs]
+    trails = [s["test_acc_trail"] for s in runs]
+    return lines + [
+        "",
+        f"Test accuracy, ledger minus oracle: {', '.join(f'{g:+.2f}' for g in gaps)} "
+        f"(mean {np.mean(gaps):+.2f}); lowest test accuracy after any step: "
+        f"{[round(min(t), 1) for t in trails]}; retrains the policy asked for: "
+        f"{[s['retrains'] for s in runs]}; seconds for the 100 requests: "
+        f"{[round(s['seconds']) for s in runs]} (one retrain: "
+        f"{[round(s['oracle_seconds'], 1) for s in runs]} s); "
+        f"verify: {[s['verify_ok'] for s in runs]}.",
+        "",
+    ]
+
+
 def report(res: dict) -> str:
     lines = [
         "# Deletion ledger benchmark",
         "",
         "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ledger_bench.py`",
         "",
-        "## 100 sequential requests on the MNIST-1D CNN (4 samples each, NegGrad+)",
-        "",
-        "| seed | row | test acc | acc on the 400 removed | loss-attack AUC on them |",
-        "|---|---|---|---|---|",
     ]
-    for s in res["sequential"]:
-        for name, r in s["rows"].items():
-            lines.append(
-                f"| {s['seed']} | {name} | {r['test_acc']:.2f} | {r['removed_acc']:.2f} "
-                f"| {r['removed_mia_auc']:.1f} |"
-            )
-    gaps = [s["gap_to_oracle"] for s in res["sequential"]]
-    lines += [
-        "",
-        f"Test accuracy, ledger minus oracle: {', '.join(f'{g:+.2f}' for g in gaps)} "
-        f"(mean {np.mean(gaps):+.2f}); retrains the policy asked for: "
-        f"{[s['retrains'] for s in res['sequential']]}; seconds for the 100 requests: "
-        f"{[round(s['seconds']) for s in res['sequential']]} (one retrain: "
-        f"{[round(s['oracle_seconds'], 1) for s in res['sequential']]} s); "
-        f"verify: {[s['verify_ok'] for s in res['sequential']]}.",
-        "",
-    ]
+    lines += _sequential_block(
+        res["sequential"],
+        "100 sequential requests (4 samples each, NegGrad+), retrain when test accuracy "
+        "falls 2 points",
+    )
+    if "sequential_no_policy" in res:
+        lines += _sequential_block(res["sequential_no_policy"], "The same, no retrain policy")
     c = res["crash"]
     lines += [
         "## kill -9 at random times",
@@ -388,7 +406,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "ledger"))
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--parts", default="sequential,crash,concurrency,tampering")
+    ap.add_argument(
+        "--parts", default="sequential,sequential_no_policy,crash,concurrency,tampering"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,6 +417,10 @@ def main() -> int:
     res = json.loads(path.read_text()) if path.is_file() else {}
     if "sequential" in parts:
         res["sequential"] = [sequential(out, int(s)) for s in args.seeds.split(",")]
+    if "sequential_no_policy" in parts:
+        res["sequential_no_policy"] = [
+            sequential(out, int(s), policy=False) for s in args.seeds.split(",")
+        ]
     if "crash" in parts:
         res["crash"] = crashes(out)
     if "concurrency" in parts:
