@@ -432,3 +432,30 @@ def test_command_line_round_trip(tmp_path, trained, capsys):
         )
         == 2
     )
+
+
+def test_the_policy_rules_fire_on_their_own_thresholds():
+    from unlearn.ledger.core import Ledger as L
+
+    state = {
+        "policy": {
+            "retrain_if": {"test_acc_drop": 2.0, "epsilon_total": 1.0, "thresholds_missed": True}
+        },
+        "removed": [],
+        "retrains": 0,
+        "reference_test_acc": 90.0,
+        "epsilon_since_retrain": 0.6,
+    }
+    new = L._next_state(state, [1], {"test_acc": 89.0, "epsilon": 0.3}, "request_processed")
+    assert new["epsilon_since_retrain"] == pytest.approx(0.9)
+    assert L._policy_trigger(state, new, {"test_acc": 89.0}, [], "request_processed") is None
+    new = L._next_state(state, [1], {"test_acc": 89.0, "epsilon": 0.5}, "request_processed")
+    fired = L._policy_trigger(state, new, {"test_acc": 89.0}, [], "request_processed")
+    assert fired["rule"] == "epsilon_total" and fired["value"] == pytest.approx(1.1)
+    fired = L._policy_trigger(state, new, {"test_acc": 87.5}, [], "request_processed")
+    assert fired["rule"] == "test_acc_drop"
+    fired = L._policy_trigger(state, state, {"test_acc": 89.5}, ["x"], "request_processed")
+    assert fired["rule"] == "thresholds_missed"
+    assert L._policy_trigger(state, new, {"test_acc": 50.0}, ["x"], "retrain") is None
+    after = L._next_state(new, [], {"test_acc": 88.0}, "retrain")
+    assert after["epsilon_since_retrain"] == 0 and after["reference_test_acc"] == 88.0
