@@ -94,7 +94,11 @@ def unlearn(
         recipe=task.parse_recipe(recipe),
         model_factory=model_factory,
         probe=probe,
-        alternatives={k: task.as_data(v) for k, v in (alternatives or {}).items()},
+        # raw lists become the task's data; data sets and structured targets (SIU's) pass
+        alternatives={
+            k: task.as_data(v) if isinstance(v, list | tuple) else v
+            for k, v in (alternatives or {}).items()
+        },
         proxies=_check_proxies(proxies),
     )
     return runner.run(model, ctx)

@@ -53,6 +53,7 @@ _MODULES = (
     "diffusion.dimum",
     "generator.guide",
     "generator.sugar",
+    "vlm.siu",
 )
 _loaded = False
 

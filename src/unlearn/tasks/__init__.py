@@ -7,6 +7,7 @@ from .convex import ConvexTask
 from .diffusion import DiffusionRecipe, DiffusionTask
 from .federated import FederatedData, FederatedTask, FedModel, FedRecipe
 from .generator import GeneratorRecipe, GeneratorTask, IdentityGenerator
+from .vlm import ImageQAData, VLMTask
 
 __all__ = [
     "CausalLMTask",
@@ -21,10 +22,12 @@ __all__ = [
     "GeneratorRecipe",
     "GeneratorTask",
     "IdentityGenerator",
+    "ImageQAData",
     "LMRecipe",
     "PairData",
     "Task",
     "TrainRecipe",
+    "VLMTask",
     "available_tasks",
     "register_task",
 ]

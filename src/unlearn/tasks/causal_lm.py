@@ -179,7 +179,9 @@ def lora_wrap(
         from ..errors import MissingDependencyError
 
         raise MissingDependencyError("LoRA needs the optional dependency 'peft'") from None
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    # a target is a module's last name (every such layer) or its full dotted name
+    names = [name for name, _ in model.named_modules()]
+    present = {n.rsplit(".", 1)[-1] for n in names} | set(names)
     missing = sorted(set(targets) - present)
     if missing:
         raise UnlearnError(

@@ -1,0 +1,1 @@
+"""Methods only vision-language models have (SIU)."""
