@@ -459,3 +459,79 @@ def test_the_policy_rules_fire_on_their_own_thresholds():
     assert L._policy_trigger(state, new, {"test_acc": 50.0}, ["x"], "retrain") is None
     after = L._next_state(new, [], {"test_acc": 88.0}, "retrain")
     assert after["epsilon_since_retrain"] == 0 and after["reference_test_acc"] == 88.0
+
+
+def test_an_unloadable_scenario_stops_processing_without_refusing_requests(tmp_path, trained):
+    scen, model = trained
+    mine = tmp_path / "s.yaml"
+    mine.write_text(scen.read_text())
+    m = tmp_path / "m.safetensors"
+    m.write_bytes(model.read_bytes())
+    led = Ledger.create(tmp_path / "L")
+    led.register_model("m", m, mine)
+    led.add("a", "m", {"samples": [1]}, "neggrad_plus", NG)
+    mine.write_text(mine.read_text() + "\n# edited\n")
+    again = Ledger.open(tmp_path / "L")  # a new process: no cached scenario
+    with pytest.raises(LedgerError, match="changed since the model was registered"):
+        again.process()
+    assert [r["status"] for r in again.requests()] == ["pending"]
+    assert [e["kind"] for e in again.entries()][-1] == "request_added"
+
+
+@pytest.mark.parametrize(
+    "sql, expect",
+    [
+        ("UPDATE requests SET subject = 'mallory' WHERE id = 'r000001'", "subject column"),
+        ("UPDATE requests SET model = 'x' WHERE id = 'r000002'", "model column"),
+        (
+            "UPDATE models SET body = replace(body, '\"retrains\":0', '\"retrains\":5')",
+            "differs from what the entries give in retrains",
+        ),
+        ("UPDATE meta SET value = '' WHERE key = 'public_key'", "signing key"),
+        ("DELETE FROM entries WHERE seq >= 5", "has no processed request r000002"),
+        (
+            "UPDATE requests SET claimed_by = 'x', status = 'processing' WHERE id = 'r000002'",
+            "the entries say done",
+        ),
+    ],
+)
+def test_edits_of_the_state_tables_and_meta_fail_verify(processed, sql, expect):
+    db = processed / "L" / "ledger.sqlite"
+    if sql.startswith("DELETE FROM entries"):
+        _tamper(db, "DELETE FROM requests WHERE id = 'r000002'")
+        _tamper(db, "UPDATE models SET body = replace(body, ',1]', ']')")
+    _tamper(db, sql)
+    assert expect in "\n".join(_problems(processed))
+
+
+def test_a_garbled_claim_is_released_not_fatal(tmp_path, trained):
+    led = fresh(tmp_path, trained)
+    led.add("a", "m", {"samples": [1]}, "neggrad_plus", NG)
+    _tamper(
+        tmp_path / "L" / "ledger.sqlite",
+        "UPDATE requests SET status='processing', claimed_by='no-colons', claimed_at=1e12",
+    )
+    assert led.process() == ["r000001"]
+    assert led.verify().ok
+
+
+def test_failed_creation_leaves_nothing_behind(tmp_path, trained, capsys):
+    scen, model = trained
+    led = fresh(tmp_path, trained)
+    with pytest.raises(LedgerError, match="already holds a ledger"):
+        Ledger.create(tmp_path / "L2", db=str(tmp_path / "L" / "ledger.sqlite"))
+    assert not (tmp_path / "L2").exists()
+    assert led.verify().ok
+    bad = [
+        "request",
+        "init",
+        str(tmp_path / "L3"),
+        "--model",
+        str(model),
+        "--scenario",
+        str(scen),
+        "--threshold",
+        "mia_auc<<3",
+    ]
+    assert main(bad) == 2 and not (tmp_path / "L3").exists()
+    assert "METRIC<=VALUE" in capsys.readouterr().err

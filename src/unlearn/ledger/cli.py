@@ -140,64 +140,80 @@ def run_request(args: argparse.Namespace) -> int:
                     f"{root} is a ledger already: --sign is chosen when it is created"
                 )
             led = Ledger.open(root, args.db)
-        rules = {}
-        if args.retrain_if_drop is not None:
-            rules["test_acc_drop"] = args.retrain_if_drop
-        if args.epsilon_budget is not None:
-            rules["epsilon_total"] = args.epsilon_budget
-        if args.retrain_if_missed:
-            rules["thresholds_missed"] = True
-        with led:
-            name = led.register_model(
-                args.name or Path(args.model).stem,
-                args.model,
-                args.scenario,
-                seed=args.seed,
-                policy={"retrain_if": rules} if rules else None,
-                thresholds=_thresholds(args.threshold),
-            )
-            acc = led.model_state(name)["metrics"]["test_acc"]
-        print(f"registered model {name!r} in {root} (test accuracy {acc:.2f} %)")
-        return 0
+        try:
+            return _register(led, args, root)
+        except BaseException:
+            led.close()
+            if fresh:  # a ledger this command made holds nothing yet: do not leave it
+                import shutil
+
+                shutil.rmtree(root, ignore_errors=True)
+            raise
     with Ledger.open(root, args.db) as led:
-        if cmd == "add":
-            if args.samples is not None:
-                selector: dict = {"samples": _ints(args.samples, "--samples")}
-            elif args.classes is not None:
-                selector = {"class": _ints(args.classes, "--class")}
-            else:
-                by, sep, ids = args.group.partition(":")
-                if not sep or not ids:
-                    raise LedgerError(f"--group must read BY:ID[,ID...], got {args.group!r}")
-                selector = {"group": {"by": by, "ids": [_id(t) for t in ids.split(",")]}}
-            try:
-                config = json.loads(args.config) if args.config else None
-            except json.JSONDecodeError as exc:
-                raise LedgerError(f"--config is not valid JSON: {exc}") from None
-            rid = led.add(
-                args.subject, args.model, selector, args.method, config, _thresholds(args.threshold)
-            )
-            print(rid)
-            return 0
-        if cmd == "process":
-            done = led.process(args.max, args.model)
-            print(f"processed {len(done)} request(s)" + (f": {', '.join(done)}" if done else ""))
-            return 0
-        if cmd == "status":
-            st = led.status()
-            if args.json:
-                print(json.dumps(st, indent=1, sort_keys=True))
-            else:
-                print(_status_text(st))
-            return 0
-        if cmd == "verify":
-            report = led.verify()
-            print(report.text())
-            return 0 if report.ok else 1
-        if cmd == "export":
-            out = led.export(args.out)
-            print(f"wrote {out}")
-            return 0
+        return _dispatch(led, args, cmd)
+
+
+def _register(led, args, root) -> int:
+    rules = {}
+    if args.retrain_if_drop is not None:
+        rules["test_acc_drop"] = args.retrain_if_drop
+    if args.epsilon_budget is not None:
+        rules["epsilon_total"] = args.epsilon_budget
+    if args.retrain_if_missed:
+        rules["thresholds_missed"] = True
+    with led:
+        name = led.register_model(
+            args.name or Path(args.model).stem,
+            args.model,
+            args.scenario,
+            seed=args.seed,
+            policy={"retrain_if": rules} if rules else None,
+            thresholds=_thresholds(args.threshold),
+        )
+        acc = led.model_state(name)["metrics"]["test_acc"]
+    print(f"registered model {name!r} in {root} (test accuracy {acc:.2f} %)")
+    return 0
+
+
+def _dispatch(led, args, cmd) -> int:
+    if cmd == "add":
+        if args.samples is not None:
+            selector: dict = {"samples": _ints(args.samples, "--samples")}
+        elif args.classes is not None:
+            selector = {"class": _ints(args.classes, "--class")}
+        else:
+            by, sep, ids = args.group.partition(":")
+            if not sep or not ids:
+                raise LedgerError(f"--group must read BY:ID[,ID...], got {args.group!r}")
+            selector = {"group": {"by": by, "ids": [_id(t) for t in ids.split(",")]}}
+        try:
+            config = json.loads(args.config) if args.config else None
+        except json.JSONDecodeError as exc:
+            raise LedgerError(f"--config is not valid JSON: {exc}") from None
+        rid = led.add(
+            args.subject, args.model, selector, args.method, config, _thresholds(args.threshold)
+        )
+        print(rid)
+        return 0
+    if cmd == "process":
+        done = led.process(args.max, args.model)
+        print(f"processed {len(done)} request(s)" + (f": {', '.join(done)}" if done else ""))
+        return 0
+    if cmd == "status":
+        st = led.status()
+        if args.json:
+            print(json.dumps(st, indent=1, sort_keys=True))
+        else:
+            print(_status_text(st))
+        return 0
+    if cmd == "verify":
+        report = led.verify()
+        print(report.text())
+        return 0 if report.ok else 1
+    if cmd == "export":
+        out = led.export(args.out)
+        print(f"wrote {out}")
+        return 0
     raise LedgerError(f"unknown request command {cmd!r}")  # pragma: no cover
 
 

@@ -103,16 +103,28 @@ def _me() -> str:
     return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.3f}"
 
 
-def _claim_alive(claim: str, claimed_at: float, lease_s: float) -> bool:
+def _claim_alive(claim, claimed_at, lease_s: float) -> bool:
+    """Whether the process that claimed a request may still be working on it. A claim
+    that does not parse, or is dated in the future, is dead; a process we may not
+    inspect is taken to be alive."""
     import psutil
 
-    host, pid, started = claim.rsplit(":", 2)
-    if host != socket.gethostname():
-        return time.time() - claimed_at < lease_s
     try:
-        proc = psutil.Process(int(pid))
-        return abs(proc.create_time() - float(started)) < 1e-2 and proc.status() != "zombie"
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        host, pid, started = str(claim).rsplit(":", 2)
+        pid_i, started_f, at = int(pid), float(started), float(claimed_at)
+    except (TypeError, ValueError):
+        return False
+    now = time.time()
+    if at > now + 60:
+        return False
+    if host != socket.gethostname():
+        return now - at < lease_s
+    try:
+        proc = psutil.Process(pid_i)
+        return abs(proc.create_time() - started_f) < 1e-2 and proc.status() != "zombie"
+    except psutil.AccessDenied:
+        return True
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -191,6 +203,17 @@ def check_policy(policy: Any) -> dict:
     return {"retrain_if": out}
 
 
+def initial_state(registration: dict) -> dict:
+    """A registered model's state before any request (the models table's row)."""
+    return {
+        **registration,
+        "removed": [],
+        "reference_test_acc": registration["metrics"]["test_acc"],
+        "epsilon_since_retrain": 0.0,
+        "retrains": 0,
+    }
+
+
 @dataclass
 class VerifyReport:
     ok: bool
@@ -237,29 +260,54 @@ class Ledger:
     # -- creation ----------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | Path, db: str | None = None, sign: bool = False) -> Ledger:
-        """A new, empty ledger in ``root`` (created; must be empty or absent)."""
+        """A new, empty ledger in ``root`` (created; must be empty or absent). On any
+        error the folder is left as it was (removed again if this call made it)."""
+        import shutil
+
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise LedgerError(f"{root} exists and is not an empty folder")
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "certificates").mkdir()
-        store = open_store(db or str(root / "ledger.sqlite"))
-        store.create_tables()
-        public = None
-        if sign:
-            from .certificate import new_signing_key
-
-            public = new_signing_key(root / "signing_key.pem")
-        with store.write() as tx:
-            if tx.q("SELECT 1 FROM meta WHERE key = 'format'"):
+        made = not root.exists()
+        if db is not None:  # a shared database must not hold a ledger already
+            store = open_store(db)
+            try:
+                store.create_tables()
+                with store.read() as tx:
+                    if tx.q("SELECT 1 FROM meta WHERE key = 'format'"):
+                        raise LedgerError(f"the database {db} already holds a ledger")
+            finally:
                 store.close()
-                raise LedgerError(f"the database {db} already holds a ledger")
-            tx.q("INSERT INTO meta VALUES ('format', ?)", (f"unlearn-ledger {SCHEMA_VERSION}",))
-            tx.q("INSERT INTO meta VALUES ('created', ?)", (_now(),))
-            tx.q("INSERT INTO meta VALUES ('public_key', ?)", (public or "",))
-        store.close()
-        if db is not None:
-            (root / "database.txt").write_text(db + "\n")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "certificates").mkdir()
+            store = open_store(db or str(root / "ledger.sqlite"))
+            try:
+                store.create_tables()
+                public = None
+                if sign:
+                    from .certificate import new_signing_key
+
+                    public = new_signing_key(root / "signing_key.pem")
+                with store.write() as tx:
+                    if tx.q("SELECT 1 FROM meta WHERE key = 'format'"):
+                        raise LedgerError(f"the database {db} already holds a ledger")
+                    tx.q(
+                        "INSERT INTO meta VALUES ('format', ?)",
+                        (f"unlearn-ledger {SCHEMA_VERSION}",),
+                    )
+                    tx.q("INSERT INTO meta VALUES ('created', ?)", (_now(),))
+                    tx.q("INSERT INTO meta VALUES ('public_key', ?)", (public or "",))
+            finally:
+                store.close()
+            if db is not None:
+                (root / "database.txt").write_text(db + "\n")
+        except BaseException:
+            if made:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                for child in root.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            raise
         return cls(root, db)
 
     @classmethod
@@ -328,6 +376,8 @@ class Ledger:
             "seed": int(seed),
             "policy": check_policy(policy),
             "thresholds": check_thresholds(thresholds or {}),
+            # the certificates' key, chained (the meta table is not)
+            "ledger_public_key": self.public_key(),
         }
         handler = handler_for(reg)
         model = handler.load(path)  # refuses a checkpoint of another architecture
@@ -335,13 +385,7 @@ class Ledger:
         reg["hash"] = file_sha256(path)
         reg["metrics"] = handler.metrics(model, [], set())
         reg["version"] = _version()
-        state = {
-            **reg,
-            "removed": [],
-            "reference_test_acc": reg["metrics"]["test_acc"],
-            "epsilon_since_retrain": 0.0,
-            "retrains": 0,
-        }
+        state = initial_state(reg)
         with self.store.write() as tx:
             if tx.q("SELECT 1 FROM models WHERE name = ?", (name,)):
                 raise LedgerError(f"a model named {name!r} is already registered")
@@ -458,47 +502,56 @@ class Ledger:
                     "WHERE id = ?",
                     (rid,),
                 )
-                model = json.loads(body)["model"]
-                (mbody,) = tx.q("SELECT body FROM models WHERE name = ?", (model,))[0]
-                staged = _staged(Path(json.loads(mbody)["path"]), rid)
-                staged.unlink(missing_ok=True)
+                try:
+                    model = json.loads(body)["model"]
+                    (mbody,) = tx.q("SELECT body FROM models WHERE name = ?", (model,))[0]
+                    _staged(Path(json.loads(mbody)["path"]), rid, claim).unlink(missing_ok=True)
+                except (KeyError, IndexError, TypeError, ValueError):
+                    pass  # a row verify reports; its claim is released all the same
                 done.append(f"{rid}: its claim ({claim}) died; back to pending")
         for state in self._all_models():
-            path, want = Path(state["path"]), state["current_hash"]
-            have = file_sha256(path) if path.is_file() else None
-            if have == want:
-                continue
-            last = self._last_done(state["name"])
-            if last is None:
-                continue
-            staged = _staged(path, last["request_id"])
-            if staged.is_file() and file_sha256(staged) == want:
-                os.replace(staged, path)
-                done.append(
-                    f"{state['name']}: finished replacing the model with {last['request_id']}'s"
-                )
+            if self._complete_replacement(state):
+                done.append(f"{state['name']}: finished replacing the model file")
         for req in self.requests():
-            if req["status"] in ("done", "failed") and not self._cert_path(req["id"]).is_file():
+            cert = self._cert_path(req["id"])
+            if req["status"] in ("done", "failed") and not (
+                cert.is_file() and cert.with_suffix(".html").is_file()
+            ):
                 self._write_certificate(req["id"])
                 done.append(f"{req['id']}: certificate written")
         return done
+
+    def _complete_replacement(self, state: dict) -> bool:
+        """Finish a replacement the last commit recorded: the staged file it names holds
+        the model the ledger records, the model file does not. True if it was done here."""
+        path, want = Path(state["path"]), state["current_hash"]
+        if path.is_file() and file_sha256(path) == want:
+            return False
+        with self.store.read() as tx:
+            rows = tx.q(
+                "SELECT body FROM entries WHERE model = ? AND kind IN "
+                "('request_processed', 'retrain') ORDER BY seq DESC LIMIT 1",
+                (state["name"],),
+            )
+        if not rows:
+            return False
+        staged = path.with_name(json.loads(rows[0][0]).get("staged", ""))
+        if staged == path or not staged.is_file() or file_sha256(staged) != want:
+            return False
+        try:
+            os.replace(staged, path)
+        except FileNotFoundError:  # another process finished it first
+            pass
+        return path.is_file() and file_sha256(path) == want
 
     def _all_models(self) -> list[dict]:
         with self.store.read() as tx:
             rows = tx.q("SELECT body, current_hash FROM models ORDER BY name")
         return [{**json.loads(b), "current_hash": h} for b, h in rows]
 
-    def _last_done(self, model: str) -> dict | None:
-        with self.store.read() as tx:
-            rows = tx.q(
-                "SELECT seq, request_id FROM entries WHERE model = ? AND kind IN "
-                "('request_processed', 'retrain') ORDER BY seq DESC LIMIT 1",
-                (model,),
-            )
-        return {"seq": rows[0][0], "request_id": rows[0][1]} if rows else None
-
     def _claim(self, model: str | None) -> dict | None:
         me = _me()
+        checked: set[str] = set()
         with self.store.write() as tx:
             busy = {m for (m,) in tx.q("SELECT model FROM requests WHERE status='processing'")}
             sql = "SELECT id, model, body FROM requests WHERE status='pending'"
@@ -509,8 +562,22 @@ class Ledger:
             # a retrain the policy queued comes before the requests that wait behind it
             sql += " ORDER BY subject = ? DESC, num"
             for rid, m, body in tx.q(sql, [*args, POLICY_SUBJECT]):
-                if m in busy:
+                if m in busy or m in checked:
                     continue
+                checked.add(m)
+                # a commit whose file replacement is still to do leaves the model busy
+                # until it is done; a file nobody can account for stops processing
+                (mb, cur) = tx.q("SELECT body, current_hash FROM models WHERE name = ?", (m,))[0]
+                state = {**json.loads(mb), "current_hash": cur}
+                mpath = Path(state["path"])
+                if not (mpath.is_file() and file_sha256(mpath) == cur):
+                    if not self._complete_replacement(state):
+                        have = file_sha256(mpath)[:16] + "..." if mpath.is_file() else "missing"
+                        raise LedgerError(
+                            f"model file {mpath} is not the one the ledger records (sha256 "
+                            f"{have}, recorded {cur[:16]}...): it was changed outside the "
+                            "ledger; nothing was processed"
+                        )
                 # the oldest pending request of a model that has none in progress: a
                 # model's requests are processed one at a time, in the order they came
                 tx.q(
@@ -531,7 +598,7 @@ class Ledger:
             )
         if rows:
             state = self.model_state(req["model"])
-            _staged(Path(state["path"]), req["id"]).unlink(missing_ok=True)
+            _staged(Path(state["path"]), req["id"], req["claimed_by"]).unlink(missing_ok=True)
 
     def process(self, max_requests: int | None = None, model: str | None = None) -> list[str]:
         """Process pending requests one at a time, oldest first (after :meth:`recover`);
@@ -563,8 +630,11 @@ class Ledger:
                 "it was changed outside the ledger; nothing was processed"
             )
         removed = set(state["removed"])
+        # a model or scenario that cannot be loaded is the ledger's problem, not the
+        # request's: it raises (the claim is released), it does not refuse the request
+        handler = self._handler(state)
+        model = handler.load(path) if req["method"] != "retrain" else None
         try:
-            handler = self._handler(state)
             start = time.perf_counter()
             if req["method"] == "retrain":
                 ids: list[int] = []
@@ -575,7 +645,6 @@ class Ledger:
                 ids = handler.resolve(req["selector"], removed)
                 if len(ids) >= len(handler.train) - len(removed):
                     raise LedgerError("the request would remove every remaining training sample")
-                model = handler.load(path)
                 new, rec = handler.unlearn(
                     model,
                     req["selector"],
@@ -601,8 +670,9 @@ class Ledger:
             self._finish_failed(req, str(exc))
             return
         _crash_point("computed")
-        staged = _staged(path, rid)
+        staged = _staged(path, rid, req["claimed_by"])
         handler.save(new, staged)
+        _fsync(staged)
         after = file_sha256(staged)
         _crash_point("staged")
         misses = judge(metrics, req["thresholds"])
@@ -619,6 +689,7 @@ class Ledger:
             "wall_seconds": time.perf_counter() - start,
             "version": _version(),
             "by": req["claimed_by"],
+            "staged": staged.name,
         }
         kind = "retrain" if req["method"] == "retrain" else "request_processed"
         with self.store.write() as tx:
@@ -650,7 +721,11 @@ class Ledger:
                 (canonical(st), after, req["model"]),
             )
         _crash_point("committed")
-        os.replace(staged, path)
+        try:
+            os.replace(staged, path)
+        except FileNotFoundError:  # recovery in another process finished it first
+            if file_sha256(path) != after:
+                raise
         _crash_point("replaced")
         self._write_certificate(rid)
 
@@ -783,8 +858,25 @@ class Ledger:
         return verify_ledger(self)
 
 
-def _staged(path: Path, rid: str) -> Path:
-    return path.with_name(f"{path.name}.staged-{rid}")
+def _staged(path: Path, rid: str, claim: str) -> Path:
+    """Where a claim writes its result: beside the model (so the rename is atomic), named
+    by the request and the claim (two claims of one request never share a file)."""
+    token = hashlib.sha256(str(claim).encode()).hexdigest()[:12]
+    return path.with_name(f"{path.name}.staged-{rid}-{token}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` and its folder to disk before the commit that names it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _epsilon(record: dict) -> float | None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .certificate import ENTRY_KEYS, _diff, check_certificate
-from .core import GENESIS, VerifyReport, entry_hash, judge
+from .core import GENESIS, Ledger, VerifyReport, entry_hash, initial_state, judge
 from .handlers import file_sha256
 
 __all__ = ["verify_ledger"]
@@ -58,19 +58,25 @@ def _what_changed(e: dict, cert: dict | None, tables: dict) -> str:
 
 
 def verify_ledger(led) -> VerifyReport:
+    from .core import ENTRY_COLUMNS
+
     problems: list[str] = []
-    entries = led.entries()
-    with led.store.read() as tx:
+    with led.store.read() as tx:  # one snapshot: a concurrent commit is all in or all out
+        entries = [
+            dict(zip(ENTRY_COLUMNS, r, strict=True))
+            for r in tx.q(f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries ORDER BY seq")
+        ]
         reqs = {
-            r[0]: {"status": r[1], "body": r[2], "entry_seq": r[3]}
-            for r in tx.q("SELECT id, status, body, entry_seq FROM requests")
+            r[0]: {"status": r[1], "body": r[2], "entry_seq": r[3], "model": r[4], "subject": r[5]}
+            for r in tx.q("SELECT id, status, body, entry_seq, model, subject FROM requests")
         }
         mods = {
             r[0]: {"body": r[1], "current_hash": r[2]}
             for r in tx.q("SELECT name, body, current_hash FROM models")
         }
+        rows = tx.q("SELECT value FROM meta WHERE key = 'public_key'")
+    public = (rows[0][0] or None) if rows else None
     tables = {"requests": reqs, "models": mods}
-    public = led.public_key()
     certs = {}
     for p in sorted((led.root / "certificates").glob("*.json")):
         try:
@@ -124,7 +130,14 @@ def verify_ledger(led) -> VerifyReport:
                     "removed": set(),
                     "path": body["path"],
                     "last": e["seq"],
+                    "state": initial_state(body),
                 }
+                then = body.get("ledger_public_key")
+                if then != public:
+                    problems.append(
+                        f"{_label(e)}: the ledger's signing key was {then!r} when the model "
+                        f"was registered; the meta table now says {public!r}"
+                    )
             elif e["kind"] == "request_added":
                 state[rid] = {"status": "pending", "entry_seq": None, "body": body["request"]}
             elif e["kind"] in ("request_processed", "retrain", "request_failed"):
@@ -148,6 +161,10 @@ def verify_ledger(led) -> VerifyReport:
                     problems.append(f"{_label(e)}: removes sample {min(again)} a second time")
                 mod["removed"] |= set(body["samples"])
                 mod["hash"], mod["last"] = body["hash_after"], e["seq"]
+                mod["state"] = Ledger._next_state(
+                    mod["state"], body["samples"], body["metrics"], e["kind"]
+                )
+                mod["staged"] = body.get("staged")
                 state[rid].update(status="done", entry_seq=e["seq"])
                 misses = judge(body["metrics"], body["thresholds"])
                 problems += [f"request {rid}: {x}" for x in misses]
@@ -170,6 +187,12 @@ def verify_ledger(led) -> VerifyReport:
             problems.append(
                 f"request {rid}: the requests table says {t['status']}, the entries say {want}"
             )
+        for col in ("model", "subject"):
+            if t[col] != r["body"].get(col):
+                problems.append(
+                    f"request {rid}: the requests table's {col} column says {t[col]!r}, its "
+                    f"request_added entry {r['body'].get(col)!r}"
+                )
         if t["entry_seq"] != r["entry_seq"]:
             problems.append(
                 f"request {rid}: the requests table points at entry "
@@ -179,8 +202,8 @@ def verify_ledger(led) -> VerifyReport:
             if json.loads(t["body"]) != r["body"]:
                 fields = _diff(r["body"], json.loads(t["body"]))
                 problems.append(
-                    f"request {rid}: the requests table differs from its entry in "
-                    f"{', '.join(fields)}"
+                    f"request {rid}: the requests table and its request_added entry differ "
+                    f"in {', '.join(fields)}"
                 )
         except json.JSONDecodeError:
             problems.append(f"request {rid}: its row in the requests table is not valid JSON")
@@ -199,12 +222,16 @@ def verify_ledger(led) -> VerifyReport:
                 f"{t['current_hash'][:16]}..., the entries say {mod['hash'][:16]}..."
             )
         try:
-            if set(json.loads(t["body"])["removed"]) != mod["removed"]:
+            fields = _diff(mod["state"], json.loads(t["body"]))
+            if fields:
                 problems.append(
-                    f"model {name!r}: the models table's removed samples differ from the entries'"
+                    f"model {name!r}: the models table differs from what the entries give in "
+                    f"{', '.join(fields)}"
                 )
         except (KeyError, TypeError, json.JSONDecodeError):
             problems.append(f"model {name!r}: its row in the models table is not valid JSON")
+    for name in set(mods) - set(models):
+        problems.append(f"model {name!r}: in the models table but no entry registers it")
 
     # 4. model files
     for name, mod in models.items():
@@ -213,7 +240,18 @@ def verify_ledger(led) -> VerifyReport:
             problems.append(f"model file {path} (model {name!r}) is missing")
             continue
         have = file_sha256(path)
-        if have != mod["hash"]:
+        staged = path.with_name(mod.get("staged") or path.name)
+        if (
+            have != mod["hash"]
+            and staged != path
+            and staged.is_file()
+            and (file_sha256(staged) == mod["hash"])
+        ):
+            problems.append(
+                f"model file {path} (model {name!r}): the replacement entry {mod['last']} "
+                f"committed is still to do ({staged.name} holds it): run unlearn request process"
+            )
+        elif have != mod["hash"]:
             problems.append(
                 f"model file {path} (model {name!r}): sha256 {have[:16]}... is not "
                 f"the {mod['hash'][:16]}... entry {mod['last']} records: the file "
@@ -237,6 +275,8 @@ def verify_ledger(led) -> VerifyReport:
             problems.append(f"request {rid}: its certificate {path.name} is missing")
             continue
         n_certs += 1
+        if not path.with_suffix(".html").is_file():
+            problems.append(f"request {rid}: its certificate page {rid}.html is missing")
         problems += check_certificate(path, public_key=public)
         cert = certs.get(rid)
         entry = by_seq.get(r["entry_seq"])
@@ -247,6 +287,12 @@ def verify_ledger(led) -> VerifyReport:
                     f"certificate {path.name}: its entry copy differs from the "
                     f"ledger's entry {entry['seq']} in {', '.join(diff)}"
                 )
+    for stem in certs:
+        if stem not in state or state[stem]["status"] not in ("done", "failed"):
+            problems.append(
+                f"certificate {stem}.json: the ledger has no processed request {stem} (its "
+                "entries were deleted, or the certificate does not belong here)"
+            )
     checked = {
         "entries": len(entries),
         "requests": len(state),
