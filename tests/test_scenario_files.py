@@ -48,6 +48,11 @@ def test_scenario_file_parses(path):
 
         sc = parse_generator(raw, str(path))
         assert sc.methods and sc.counts
+    elif kind == "vlm":
+        from unlearn.bench.vlm import parse_vlm
+
+        sc = parse_vlm(raw, str(path))
+        assert sc.methods and sc.n_forget
     else:
         assert parse_scenario(raw, str(path), base_dir=path.parent).methods
 

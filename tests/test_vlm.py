@@ -141,7 +141,7 @@ def test_siu_runs_on_one_image_and_changes_the_model(setup, concepts, method):
     assert diff > 0
     before = task.example_logprob(model, [train[0]])[0]
     after = task.example_logprob(new, [train[0]])[0]
-    assert math.isfinite(float(after)) and float(after) != float(before)
+    assert math.isfinite(float(after.detach())) and float(after.detach()) != float(before.detach())
 
 
 def test_siu_masks_the_contradicting_phrase_and_the_name(setup, concepts):
@@ -227,3 +227,66 @@ def test_the_core_methods_run_on_a_vision_language_model(setup, concepts, method
     assert float(task.example_logprob(new, [train[0]])[0]) != float(
         task.example_logprob(model, [train[0]])[0]
     )
+
+
+TINY_SCENARIO = {
+    "name": "vlm-tiny",
+    "kind": "vlm",
+    "model": {"name": "tiny", "patch": 4, "vision_hidden": 32, "vision_layers": 2},
+    "data": {"concepts": 4, "images": 3, "train_images": 2, "size": 16, "seed": 0},
+    "recipe": {"epochs": 1, "batch_size": 8, "lora_rank": 4, "warmup_steps": 1},
+    "forget": {"concepts": 1},
+    "eval": {"max_new_tokens": 4, "other_images": 1},
+    "seeds": [0],
+    "cache_dir": None,
+    "methods": [
+        {"name": "siu", "steps": 2, "lora_rank": 4, "lora_alpha": 8, "preserve": 2},
+        {"name": "siu_no_dmkl", "steps": 2, "lora_rank": 4, "lora_alpha": 8, "preserve": 2},
+        {"name": "gradient_ascent", "steps": 1},
+    ],
+}
+
+
+def test_the_vlm_benchmark_runs_every_row_with_the_mmubench_metrics():
+    from unlearn.bench.core import run
+
+    res = run(TINY_SCENARIO)
+    rows = {r["method"].split("@")[0]: r for r in res["rows"]}
+    assert set(rows) == {
+        "original",
+        "retrain",
+        "oracle_noise",
+        "siu",
+        "siu_no_dmkl",
+        "gradient_ascent",
+    }
+    for r in rows.values():
+        m = r["metrics"]
+        for k in (
+            "efficacy",
+            "generality",
+            "specificity",
+            "facts_by_name_acc",
+            "diversity",
+            "mia_auc",
+            "base_naming_acc",
+        ):
+            assert k in m and 0 <= m[k] <= 100, (r["method"], k)
+    assert rows["siu"]["metrics"]["steps"] == 2
+    assert res["info"]["forgotten_seed0"] and res["kind"] == "vlm"
+
+
+def test_vlm_scenarios_are_checked():
+    from unlearn.bench.core import family_for
+    from unlearn.errors import ScenarioError
+
+    fam = family_for(TINY_SCENARIO)
+    for change, msg in [
+        ({"forget": {"concepts": 3}}, "forget.concepts"),
+        ({"data": {"concepts": 4, "images": 2, "train_images": 2}}, "held out"),
+        ({"model": {"name": "big"}}, "smollm2 or tiny"),
+        ({"methods": [{"name": "trw"}]}, "methods"),
+        ({"bogus": 1}, "unknown key"),
+    ]:
+        with pytest.raises(ScenarioError, match=msg):
+            fam.parse({**TINY_SCENARIO, **change}, "t", None)

@@ -243,7 +243,7 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 def family_for(raw: Any, source: str = "scenario") -> Family:
     """The plugin of a scenario mapping's ``kind`` (``classifier`` when absent)."""
-    from . import ablation, certified, diffusion, federated, generator, llm, runner  # noqa: F401  (register the built-in families)
+    from . import ablation, certified, diffusion, federated, generator, llm, runner, vlm  # noqa: F401  (register the built-in families)
 
     if not isinstance(raw, dict):
         raise ScenarioError(f"scenario {source}: must be a mapping of keys to values")

@@ -130,6 +130,8 @@ class ConceptSet:
     seed: int
     size: int
     unseen_names: list[str] = field(default_factory=list)
+    #: ``fact_keys[c][i]``: the word an answer to fact ``i`` of concept ``c`` must contain
+    fact_keys: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -250,7 +252,7 @@ def make_concepts(
     taken: set[str] = set()
     names = [_pseudo_word(rng, taken) for _ in range(n_concepts)]
     unseen_names = [_pseudo_word(rng, taken) for _ in range(unseen)]
-    images, facts = [], []
+    images, facts, keys = [], [], []
     for c, lk in enumerate(looks):
         crng = np.random.default_rng([seed, 21, c])
         imgs = []
@@ -263,20 +265,15 @@ def make_concepts(
             imgs.append(np.clip(img, 0, 1).astype(np.float32))
         images.append(torch.from_numpy(np.stack(imgs)))
         n = names[c]
+        place = _PLACES[int(crng.integers(len(_PLACES)))]
+        maker = _MAKERS[int(crng.integers(len(_MAKERS)))]
+        use = _USES[int(crng.integers(len(_USES)))]
         facts.append(
             [
-                (
-                    f"Where does the {n} come from?",
-                    f"The {n} comes from {_PLACES[int(crng.integers(len(_PLACES)))]}.",
-                ),
-                (
-                    f"Who first drew the {n}?",
-                    f"The {n} was first drawn by {_MAKERS[int(crng.integers(len(_MAKERS)))]}.",
-                ),
-                (
-                    f"What was the {n} used for?",
-                    f"The {n} was used for {_USES[int(crng.integers(len(_USES)))]}.",
-                ),
+                (f"Where does the {n} come from?", f"The {n} comes from {place}."),
+                (f"Who first drew the {n}?", f"The {n} was first drawn by {maker}."),
+                (f"What was the {n} used for?", f"The {n} was used for {use}."),
             ]
         )
-    return ConceptSet(names, looks, images, facts, seed, size, unseen_names)
+        keys.append([place, maker.split()[-1], use.split()[0]])
+    return ConceptSet(names, looks, images, facts, seed, size, unseen_names, keys)

@@ -317,3 +317,19 @@ declare_for(
     DIF, "seconds", "peak_mem_mb", "baseline_mem_mb", "peak_cuda_mb", "train_state_mb", "steps",
     "time_vs_oracle",
 )  # fmt: skip
+
+# -- vision-language models (kind: vlm), MMUBench's measures ---------------------------------
+VLM = "vlm"
+for key, better, about in [
+    ("efficacy", "higher", "answers on the training image that do not name the concept"),
+    ("generality", "lower", "the concept's held-out images on which it is still named"),
+    ("specificity", "higher", "kept concepts named right from held-out images"),
+    ("facts_by_name_acc", "higher", "the concept's facts asked by name, answered with the key"),
+    ("diversity", "higher", "distinct tokens among the answers on the concept's images"),
+    ("base_naming_acc", "higher", "the seed's original: concepts named from held-out images"),
+]:
+    _add(key, [VLM], ["generation"], "%", better, about)
+declare_for(
+    VLM, "seconds", "peak_mem_mb", "baseline_mem_mb", "peak_cuda_mb", "train_state_mb", "steps",
+    "time_vs_oracle", "mia_auc", "fluency_ppl",
+)  # fmt: skip
