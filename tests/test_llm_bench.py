@@ -286,3 +286,31 @@ def test_an_impossible_probe_split_fails_before_any_fine_tuning(monkeypatch):
     }
     with pytest.raises(UnlearnError, match="at least two forget items"):
         run_llm(raw)
+
+
+def test_eval_can_leave_out_verbmem_and_paraphrased_questions():
+    from unlearn.bench.llm import parse_llm
+    from unlearn.errors import ScenarioError
+
+    base = {
+        "name": "t",
+        "kind": "llm",
+        "model": {"name": "tiny"},
+        "seeds": [0],
+        "methods": [{"name": "gradient_ascent", "steps": 1}],
+    }
+    sc = parse_llm({**base, "eval": {"verbmem": False, "paraphrased_questions": False}})
+    assert sc.eval["verbmem"] is False and sc.eval["paraphrased_questions"] is False
+    assert parse_llm(base).eval["verbmem"] is True
+    with pytest.raises(ScenarioError, match="verbmem must be true or false"):
+        parse_llm({**base, "eval": {"verbmem": "no"}})
+    res = run_llm(
+        {
+            **TINY,
+            "eval": {**TINY["eval"], "verbmem": False, "paraphrased_questions": False},
+            "methods": TINY["methods"][:1],
+        }
+    )
+    for row in res["rows"]:
+        assert "verbmem_forget" not in row["metrics"]
+        assert "forget_answer_acc" in row["metrics"]

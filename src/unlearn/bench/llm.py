@@ -25,7 +25,10 @@ the oracle and every method (or the ``rows`` it names): ``relearn_before_acc``,
 per-rate values in each row's ``relearn`` entry. Every row but the original also
 carries ``weight_change``: the relative change ||W - W_original|| / ||W_original|| of
 each block of ``eval.blocks`` contiguous decoder layers (which layers unlearning
-touched: the "cover layer" picture of KUnBR).
+touched: the "cover layer" picture of KUnBR). ``eval.paraphrased_questions: false``
+asks the forget set's answer-accuracy questions only as written, and ``eval.verbmem:
+false`` leaves out MUSE VerbMem; each halves one of the evaluation's generation passes
+(about half of a row's scoring time on SmolLM2 is generation).
 
 **fictitious**: the base model is fine-tuned on every item of the training
 people (``original``); the oracle (``retrain``) is the same recipe on the
@@ -167,6 +170,10 @@ _EVAL = {
     "perturbed": 3,
     "mink": 0.2,
     "blocks": 6,
+    # the forget set's answer accuracy asks its paraphrased questions too
+    "paraphrased_questions": True,
+    # MUSE VerbMem (a continuation of every forget answer's first half)
+    "verbmem": True,
 }
 
 
@@ -229,6 +236,9 @@ def parse_llm(raw: dict, source: str = "scenario") -> LLMScenario:
     for key in ("retain_items", "max_new_tokens", "batch_size", "perturbed", "blocks"):
         if type(ev[key]) is not int or ev[key] < 1:
             raise fail(f"eval {key} must be a positive integer, got {ev[key]!r}")
+    for key in ("paraphrased_questions", "verbmem"):
+        if not isinstance(ev[key], bool):
+            raise fail(f"eval {key} must be true or false, got {ev[key]!r}")
     if (
         isinstance(ev["mink"], bool)
         or not isinstance(ev["mink"], int | float)
@@ -431,11 +441,12 @@ class LMEvaluator:
             else:
                 prob = float(M.answer_probability(sc.sums, sc.counts).mean())
             qs = [it.question for it in items]
-            if name == "forget":
+            both = name == "forget" and bool(ev.get("paraphrased_questions", True))
+            if both:
                 qs = qs + [it.paraphrased_question for it in items]
             gen = t.generate(model, qs, new, bs)
-            keys = [it.key for it in items] * (2 if name == "forget" else 1)
-            refs = [it.answer for it in items] * (2 if name == "forget" else 1)
+            keys = [it.key for it in items] * (2 if both else 1)
+            refs = [it.answer for it in items] * (2 if both else 1)
             rouge = M.mean_rouge_l_recall(refs[: len(items)], gen[: len(items)])
             out[f"{name}_prob"] = prob
             out[f"{name}_rouge"] = rouge
@@ -455,7 +466,7 @@ class LMEvaluator:
         # verbatim memorisation: continue the first half of each forget answer
         # (answers of one word have no second half and are left out)
         long = [it for it in forget if len(it.answer.split()) >= 2]
-        if long:
+        if long and ev.get("verbmem", True):
             halves = [it.answer.split() for it in long]
             cut = [len(w) // 2 for w in halves]
             prefixes = [" ".join(w[:c]) for w, c in zip(halves, cut, strict=True)]
