@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
+    ap.add_argument("--vision-pretrain-epochs", type=int, default=0)
     args = ap.parse_args()
     d, m = DataSpec(), ModelSpec()
     cs = make_concepts(d.concepts, d.images, d.size, d.seed)
@@ -47,12 +48,17 @@ def main() -> int:
     model = llava_on(lm, image_token, d.size, m.patch, m.vision_hidden, m.vision_layers, seed=0)
     items = teaching_items(cs, d.train_images, set())
     held = list(range(d.train_images, d.images))
-    recipe = VLMRecipe(epochs=1, lr=args.lr, vision_lr=args.vision_lr)
+    recipe = VLMRecipe(
+        epochs=1,
+        lr=args.lr,
+        vision_lr=args.vision_lr,
+        vision_pretrain_epochs=args.vision_pretrain_epochs,
+    )
     log = []
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
         # one epoch per call; later epochs continue from the merged model (no warm-up)
-        r = recipe if epoch == 0 else replace(recipe, warmup_steps=0)
+        r = recipe if epoch == 0 else replace(recipe, warmup_steps=0, vision_pretrain_epochs=0)
         model, steps, _ = teach(model, task, items, r, seed=epoch)
         sec = (time.perf_counter() - t0) / steps
         qs = [NAMING_QUESTIONS[0]] * (len(cs) * len(held))

@@ -112,8 +112,14 @@ class VLMRecipe:
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
+    #: epochs of a first stage that trains the vision encoder alone, with a linear head,
+    #: to tell the taught concepts apart (a pretrained encoder, as LLaVA starts from); 0: none
+    vision_pretrain_epochs: int = 0
+    vision_pretrain_lr: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.vision_pretrain_epochs < 0 or not self.vision_pretrain_lr > 0:
+            raise UnlearnError("recipe: vision_pretrain_epochs >= 0, vision_pretrain_lr > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.lora_rank < 1:
             raise UnlearnError("recipe: epochs, batch_size and lora_rank must be >= 1")
         if not (self.lr > 0 and self.vision_lr > 0 and self.lora_alpha > 0):
@@ -238,6 +244,8 @@ def teach(model, task: VLMTask, items: ImageQAData, recipe: VLMRecipe, seed: int
 
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
+    if recipe.vision_pretrain_epochs > 0:
+        pretrain_vision(model, items, recipe, seed)
     work = lora_wrap(model, recipe.lora_rank, recipe.lora_alpha, lm_lora_targets(model))
     inner = work.get_base_model().model
     vision = list(inner.vision_tower.parameters()) + list(inner.multi_modal_projector.parameters())
@@ -271,6 +279,46 @@ def teach(model, task: VLMTask, items: ImageQAData, recipe: VLMRecipe, seed: int
     for p in out.parameters():
         p.requires_grad_(False)
     return out.eval(), done, tensors
+
+
+def pretrain_vision(model, items: ImageQAData, recipe: VLMRecipe, seed: int) -> float:
+    """Train ``model``'s vision encoder (in place) with a temporary linear head to name the
+    concept of each image of ``items`` (group ``concept``), on the features LLaVA takes
+    (``vision_feature_layer``, patch tokens averaged). Returns the last epoch's accuracy."""
+    import torch.nn.functional as F
+
+    tower = model.model.vision_tower
+    layer = model.config.vision_feature_layer
+    labels_all = items.group_labels("concept")
+    pairs = [
+        (img, int(lab))
+        for (img, _, _), lab in zip(items, labels_all, strict=True)
+        if img is not None
+    ]
+    x = torch.stack([p[0] for p in pairs]).to(next(tower.parameters()).device)
+    y = torch.tensor([p[1] for p in pairs], device=x.device)
+    head = torch.nn.Linear(tower.config.hidden_size, int(y.max()) + 1).to(x.device)
+    opt = torch.optim.AdamW(
+        list(tower.parameters()) + list(head.parameters()), lr=recipe.vision_pretrain_lr
+    )
+    gen = torch.Generator().manual_seed(int(seed) + 11)
+    tower.train()
+    acc = 0.0
+    for _ in range(recipe.vision_pretrain_epochs):
+        order = torch.randperm(len(x), generator=gen)
+        hits = 0
+        for s in range(0, len(x), 32):
+            idx = order[s : s + 32].to(x.device)
+            hs = tower(x[idx], output_hidden_states=True).hidden_states[layer]
+            logits = head(hs[:, 1:].mean(1))
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            hits += int((logits.argmax(1) == y[idx]).sum())
+        acc = 100.0 * hits / len(x)
+    tower.eval()
+    return acc
 
 
 def apply_taught(model, tensors: dict, recipe: VLMRecipe):
