@@ -100,9 +100,15 @@ def test_sampling_is_seeded_guided_and_can_stop_partway(task, unet):
     b = task.sample(unet, [0, 1, 2], seed=5)
     c = task.sample(unet, [0, 1, 2], seed=6)
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
-    # guidance 0 is the unconditional model alone: the null class asked for directly
+    # guidance 0 is the unconditional model alone: the null class asked for directly. One
+    # step agrees to float precision; after the sampler's 5 steps the two runs differ only
+    # by the convolutions' batch-size-dependent rounding (2e-4 seen on one thread)
+    z = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    t = torch.full((3,), 30, dtype=torch.long)
+    e0 = task.guided_eps(unet, z, 30, torch.tensor([0, 1, 2]), 0.0)
+    assert torch.allclose(e0, task.eps(unet, z, t, torch.full((3,), K)), atol=1e-5)
     u = task.sample(unet, [0, 1, 2], seed=5, guidance=0.0)
-    assert torch.allclose(u, task.sample(unet, [K, K, K], seed=5, guidance=1.0), atol=1e-5)
+    assert torch.allclose(u, task.sample(unet, [K, K, K], seed=5, guidance=1.0), atol=2e-3)
     assert int(task.ddim(5).timesteps[0]) == task.timesteps - 1  # from pure noise
     assert not torch.equal(a, task.sample(unet, [0, 1, 2], seed=5, guidance=1.0))
     noise = task.sample(unet, [0, 1], seed=5, stop_at=0)  # nothing denoised: the start noise
