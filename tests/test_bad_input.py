@@ -130,7 +130,7 @@ def _state() -> dict:
 MUTATIONS = [
     # top level
     ("unknown-key", "methodz", [], "unknown key"),
-    ("kind-vlm", "kind", "vlm", "unknown kind 'vlm'"),
+    ("kind-unknown", "kind", "quantum", "unknown kind 'quantum'"),
     ("kind-null", "kind", None, "unknown kind None"),
     ("no-data", "data", DROP, "missing key 'data'"),
     ("no-methods", "methods", DROP, "missing key 'methods'"),
@@ -858,7 +858,7 @@ _fields = {
         ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum"]
         + ["spectral_clip", "spectral_iters", "epoch"]
     ).map(lambda d: {**BASE["train"], **d}),
-    "kind": st.sampled_from(["classifier", "llm", "certified", "vlm", None, 3]),
+    "kind": st.sampled_from(["classifier", "llm", "certified", "quantum", None, 3]),
     "targets": _garbage,
     "description": _garbage,
     "name": _garbage,

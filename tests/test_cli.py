@@ -170,8 +170,8 @@ def test_bench_dispatches_certified_scenarios(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "newton_removal@2%" in md and "Avg.Gap is the mean" not in md
     _bad(tmp_path, capsys, [str(write(tmp_path, {**scenario, "fractions": [2]}))], "fractions")
-    bad_kind = {**TINY, "kind": "vlm"}
-    _bad(tmp_path, capsys, [str(write(tmp_path, bad_kind))], "unknown kind 'vlm'")
+    bad_kind = {**TINY, "kind": "quantum"}
+    _bad(tmp_path, capsys, [str(write(tmp_path, bad_kind))], "unknown kind 'quantum'")
 
 
 def test_usage_errors_are_one_line_from_the_installed_command(tmp_path):
