@@ -50,13 +50,11 @@ import torch
 
 from ..data.core import split_request
 from ..data.identities import IdentityData, make_identities
-from ..errors import ScenarioError, UnlearnError
 from ..methods.base import UnlearnContext
 from ..requests import GroupRequest
 from ..tasks.generator import GeneratorRecipe, GeneratorTask, IdentityGenerator, train_recogniser
-from ..validate import dataclass_from_mapping
 from .core import Family, World, register_family, run_parsed
-from .scenario import check_common, parse_family_methods
+from .scenario import check_common, parse_family_methods, scenario_block, scenario_error
 
 __all__ = ["GeneratorFamily", "run_generator"]
 
@@ -124,32 +122,18 @@ class GeneratorScenario:
     raw: dict = field(default_factory=dict)
 
 
-def _fail(name: str, msg: str) -> ScenarioError:
-    return ScenarioError(f"scenario {name}: {msg}")
-
-
-def _block(cls, raw: dict, key: str, name: str):
-    spec = raw.get(key)
-    if spec is not None and not isinstance(spec, dict):
-        raise _fail(name, f"'{key}' must be a mapping")
-    try:
-        return dataclass_from_mapping(cls, spec, key)
-    except (UnlearnError, TypeError) as exc:
-        raise _fail(name, f"{key}: {exc}") from None
-
-
 def parse_generator(raw: Any, source: str = "scenario") -> GeneratorScenario:
     common = check_common(raw, source)
     name = common.name
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise _fail(name, f"unknown key(s) {unknown} (known: {sorted(_KEYS)})")
+        raise scenario_error(name, f"unknown key(s) {unknown} (known: {sorted(_KEYS)})")
     for key in ("forget", "methods"):
         if key not in raw:
-            raise _fail(name, f"missing key '{key}'")
-    data = _block(DataSpec, raw, "data", name)
+            raise scenario_error(name, f"missing key '{key}'")
+    data = scenario_block(DataSpec, raw, "data", name)
     if data.identities < 4 or data.views < 2 or data.size % 4 or data.size < 8:
-        raise _fail(name, "data: identities >= 4, views >= 2, size a multiple of 4 (>= 8)")
+        raise scenario_error(name, "data: identities >= 4, views >= 2, size a multiple of 4 (>= 8)")
     forget = raw["forget"]
     counts = forget.get("counts") if isinstance(forget, dict) else None
     if (
@@ -160,14 +144,14 @@ def parse_generator(raw: Any, source: str = "scenario") -> GeneratorScenario:
         or not all(type(c) is int and c > 0 for c in counts)
         or counts != sorted(set(counts))
     ):
-        raise _fail(
+        raise scenario_error(
             name, f"forget must be {{counts: [increasing positive integers]}}, got {forget!r}"
         )
-    ev = _block(EvalSpec, raw, "eval", name)
+    ev = scenario_block(EvalSpec, raw, "eval", name)
     if ev.views < 2 or ev.retained < 2 or ev.invert_steps < 1:
-        raise _fail(name, "eval: views and retained must be >= 2, invert_steps >= 1")
+        raise scenario_error(name, "eval: views and retained must be >= 2, invert_steps >= 1")
     if counts[-1] + ev.retained > data.identities:
-        raise _fail(
+        raise scenario_error(
             name,
             f"forgetting {counts[-1]} identities and judging {ev.retained} retained ones needs "
             f"more than the data's {data.identities} identities",
@@ -175,16 +159,16 @@ def parse_generator(raw: Any, source: str = "scenario") -> GeneratorScenario:
     methods = parse_family_methods(raw, name, GeneratorTask, "group")
     cache = raw.get("cache_dir", ".cache/unlearn")
     if cache is not None and not isinstance(cache, str):
-        raise _fail(name, f"cache_dir must be a path or null, got {cache!r}")
+        raise scenario_error(name, f"cache_dir must be a path or null, got {cache!r}")
     return GeneratorScenario(
         name=name,
         seeds=common.seeds,
         noise_seed_offset=common.noise_seed_offset,
         device=common.device,
         data=data,
-        model=_block(ModelSpec, raw, "model", name),
-        recipe=_block(GeneratorRecipe, raw, "recipe", name),
-        recogniser=_block(RecogniserSpec, raw, "recogniser", name),
+        model=scenario_block(ModelSpec, raw, "model", name),
+        recipe=scenario_block(GeneratorRecipe, raw, "recipe", name),
+        recogniser=scenario_block(RecogniserSpec, raw, "recogniser", name),
         counts=counts,
         eval=ev,
         methods=methods,

@@ -35,7 +35,7 @@ from ..methods.base import Method, get_method
 from ..models import build_model, check_model_options
 from ..requests import ForgetRequest, request_from_dict
 from ..tasks.classifier import ClassifierTask, TrainRecipe
-from ..validate import resolve_device
+from ..validate import dataclass_from_mapping, resolve_device
 from .attacks import AttackConfig
 from .core import REFERENCE_ROWS
 
@@ -132,6 +132,23 @@ class Variant:
 
 def _fail(source: str, msg: str) -> ScenarioError:
     return ScenarioError(f"scenario {source}: {msg}")
+
+
+#: the error every family's scenario parser raises, naming the scenario
+scenario_error = _fail
+
+
+def scenario_block(cls, raw: dict, key: str, name: str):
+    """The dataclass ``cls`` built from the scenario's ``key`` mapping (its defaults where
+    the key is absent); a block that is not a mapping, or holds a bad field, raises a
+    :class:`ScenarioError` naming the scenario and the key."""
+    spec = raw.get(key)
+    if spec is not None and not isinstance(spec, dict):
+        raise _fail(name, f"'{key}' must be a mapping")
+    try:
+        return dataclass_from_mapping(cls, spec, key)
+    except (UnlearnError, TypeError) as exc:
+        raise _fail(name, f"{key}: {exc}") from None
 
 
 #: Seeds are non-negative and below 2**31: every seed a run derives from one (the noise

@@ -63,13 +63,12 @@ import torch
 
 from ..data.concepts import NAMING_QUESTIONS, ConceptSet, make_concepts
 from ..data.core import split_request
-from ..errors import ScenarioError, UnlearnError
+from ..errors import UnlearnError
 from ..methods.base import UnlearnContext
 from ..requests import GroupRequest
 from ..tasks.vlm import ImageQAData, VLMTask, lm_lora_targets
-from ..validate import dataclass_from_mapping
 from .core import Family, World, register_family
-from .scenario import check_common, parse_family_methods
+from .scenario import check_common, parse_family_methods, scenario_block, scenario_error
 
 __all__ = ["VLMFamily", "VLMRecipe", "teach", "naming_hit"]
 
@@ -155,57 +154,43 @@ class VLMScenario:
         return self
 
 
-def _fail(name: str, msg: str) -> ScenarioError:
-    return ScenarioError(f"scenario {name}: {msg}")
-
-
-def _block(cls, raw: dict, key: str, name: str):
-    spec = raw.get(key)
-    if spec is not None and not isinstance(spec, dict):
-        raise _fail(name, f"'{key}' must be a mapping")
-    try:
-        return dataclass_from_mapping(cls, spec, key)
-    except (UnlearnError, TypeError) as exc:
-        raise _fail(name, f"{key}: {exc}") from None
-
-
 def parse_vlm(raw: Any, source: str = "scenario") -> VLMScenario:
     common = check_common(raw, source)
     name = common.name
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise _fail(name, f"unknown key(s) {unknown} (known: {sorted(_KEYS)})")
+        raise scenario_error(name, f"unknown key(s) {unknown} (known: {sorted(_KEYS)})")
     for key in ("forget", "methods"):
         if key not in raw:
-            raise _fail(name, f"missing key '{key}'")
-    model = _block(ModelSpec, raw, "model", name)
+            raise scenario_error(name, f"missing key '{key}'")
+    model = scenario_block(ModelSpec, raw, "model", name)
     if model.name not in ("smollm2", "tiny"):
-        raise _fail(name, f"model.name must be smollm2 or tiny, got {model.name!r}")
-    data = _block(DataSpec, raw, "data", name)
+        raise scenario_error(name, f"model.name must be smollm2 or tiny, got {model.name!r}")
+    data = scenario_block(DataSpec, raw, "data", name)
     if not 1 <= data.train_images < data.images:
-        raise _fail(name, "data: 1 <= train_images < images (some images are held out)")
+        raise scenario_error(name, "data: 1 <= train_images < images (some images are held out)")
     if data.size % model.patch:
-        raise _fail(name, f"data.size {data.size} is not a multiple of model.patch")
+        raise scenario_error(name, f"data.size {data.size} is not a multiple of model.patch")
     forget = raw["forget"]
     n = forget.get("concepts") if isinstance(forget, dict) else None
     if not isinstance(forget, dict) or set(forget) != {"concepts"} or type(n) is not int:
-        raise _fail(name, f"forget must be {{concepts: N}}, got {forget!r}")
+        raise scenario_error(name, f"forget must be {{concepts: N}}, got {forget!r}")
     if not 1 <= n <= data.concepts - 2:
-        raise _fail(name, f"forget.concepts must lie in [1, {data.concepts - 2}], got {n}")
-    ev = _block(EvalSpec, raw, "eval", name)
+        raise scenario_error(name, f"forget.concepts must lie in [1, {data.concepts - 2}], got {n}")
+    ev = scenario_block(EvalSpec, raw, "eval", name)
     if not 1 <= ev.other_images <= data.images - data.train_images:
-        raise _fail(name, "eval.other_images must be between 1 and the held-out images")
+        raise scenario_error(name, "eval.other_images must be between 1 and the held-out images")
     methods = parse_family_methods(raw, name, VLMTask, "group")
     cache = raw.get("cache_dir", ".cache/unlearn")
     if cache is not None and not isinstance(cache, str):
-        raise _fail(name, f"cache_dir must be a path or null, got {cache!r}")
+        raise scenario_error(name, f"cache_dir must be a path or null, got {cache!r}")
     prompt = raw.get("system_prompt")
     if prompt is not None and not isinstance(prompt, str):
-        raise _fail(name, "system_prompt must be a string")
+        raise scenario_error(name, "system_prompt must be a string")
     return VLMScenario(
         name=name, seeds=common.seeds, noise_seed_offset=common.noise_seed_offset,
         device=common.device, model=model, data=data,
-        recipe=_block(VLMRecipe, raw, "recipe", name), n_forget=n, eval=ev, methods=methods,
+        recipe=scenario_block(VLMRecipe, raw, "recipe", name), n_forget=n, eval=ev, methods=methods,
         cache_dir=cache, system_prompt=prompt, raw=dict(raw),
     )  # fmt: skip
 
