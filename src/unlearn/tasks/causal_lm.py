@@ -48,24 +48,16 @@ REFUSALS = (
 )
 
 
-class PairData:
-    """A language model's data: ``(question, answer)`` pairs, with optional group labels
-    per pair (``groups={"person": [...]}``) that group requests resolve against."""
+class GroupedItems:
+    """A family's items (``check_item`` validates each) with optional group labels per
+    item (``groups={"person": [...]}``) that group requests resolve against. Subclasses
+    give ``check_item``; subsets and concatenations keep the labels."""
 
     def __init__(
-        self,
-        pairs: Sequence[Pair],
-        groups: dict[str, Sequence] | None = None,
-        name: str = "pairs",
+        self, items: Sequence, groups: dict[str, Sequence] | None = None, name: str = "items"
     ):
-        checked = []
-        for p in pairs:
-            if not (
-                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(t, str) for t in p)
-            ):
-                raise UnlearnError(f"{name} must hold (question, answer) string pairs, got {p!r}")
-            checked.append((p[0], p[1]))
-        self.pairs: list[Pair] = checked
+        checked = [self.check_item(it, name) for it in items]
+        self.items: list = checked
         self.name = name
         self.groups: dict[str, np.ndarray] = {}
         for key, labels in (groups or {}).items():
@@ -73,32 +65,36 @@ class PairData:
             if arr.shape != (len(checked),):
                 raise UnlearnError(
                     f"{name}: group labels {key!r} give {arr.shape[0] if arr.ndim else 0} labels "
-                    f"for {len(checked)} pairs"
+                    f"for {len(checked)} items"
                 )
             self.groups[str(key)] = arr
 
-    def __len__(self) -> int:
-        return len(self.pairs)
+    @staticmethod
+    def check_item(item, name: str):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
 
-    def __getitem__(self, i: int) -> Pair:
-        return self.pairs[i]
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
 
     def __iter__(self):
-        return iter(self.pairs)
+        return iter(self.items)
 
-    def subset(self, idx, name: str | None = None) -> PairData:
+    def subset(self, idx, name: str | None = None):
         idx = [int(i) for i in np.asarray(idx).reshape(-1)]
-        return PairData(
-            [self.pairs[i] for i in idx],
+        return type(self)(
+            [self.items[i] for i in idx],
             {k: v[idx] for k, v in self.groups.items()},
             name or self.name,
         )
 
     @classmethod
-    def concat(cls, parts: Sequence[PairData], name: str = "pairs") -> PairData:
+    def concat(cls, parts: Sequence, name: str = "items"):
         keys = set.intersection(*(set(p.groups) for p in parts)) if parts else set()
         return cls(
-            [q for p in parts for q in p.pairs],
+            [it for p in parts for it in p.items],
             {k: np.concatenate([p.groups[k] for p in parts]) for k in sorted(keys)},
             name,
         )
@@ -109,6 +105,30 @@ class PairData:
                 f"{self.name} has no {by!r} labels (it has: {', '.join(self.groups) or 'none'})"
             )
         return self.groups[by]
+
+
+class PairData(GroupedItems):
+    """A language model's data: ``(question, answer)`` pairs, with optional group labels
+    per pair (``groups={"person": [...]}``) that group requests resolve against."""
+
+    def __init__(
+        self, pairs: Sequence[Pair], groups: dict[str, Sequence] | None = None, name: str = "pairs"
+    ):
+        super().__init__(pairs, groups, name)
+
+    @staticmethod
+    def check_item(p, name: str) -> Pair:
+        if not (isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(t, str) for t in p)):
+            raise UnlearnError(f"{name} must hold (question, answer) string pairs, got {p!r}")
+        return (p[0], p[1])
+
+    @property
+    def pairs(self) -> list[Pair]:
+        return self.items
+
+    @classmethod
+    def concat(cls, parts: Sequence[PairData], name: str = "pairs") -> PairData:
+        return super().concat(parts, name)
 
 
 # every linear layer of a Llama-style block: the default LoRA targets of fine-tuning and unlearning

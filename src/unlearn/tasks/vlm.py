@@ -18,75 +18,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidRequestError, UnlearnError
+from ..errors import UnlearnError
 from .base import register_task
-from .causal_lm import LORA_TARGETS, CausalLMTask
+from .causal_lm import LORA_TARGETS, CausalLMTask, GroupedItems
 
 __all__ = ["ImageQAData", "VLMTask", "tiny_llava", "llava_on", "lm_lora_targets"]
 
 Item = tuple  # (image tensor or None, question, answer)
 
 
-class ImageQAData:
+class ImageQAData(GroupedItems):
     """``(image, question, answer)`` items, with optional group labels per item
     (``groups={"concept": [...]}``) that group requests resolve against."""
 
-    def __init__(self, items: Sequence[Item], groups: dict | None = None, name: str = "items"):
-        checked = []
-        for it in items:
-            if not (isinstance(it, tuple | list) and len(it) == 3):
-                raise UnlearnError(f"{name} must hold (image, question, answer) items, got {it!r}")
-            img, q, a = it
-            if img is not None and not (isinstance(img, torch.Tensor) and img.ndim == 3):
-                raise UnlearnError(f"{name}: an image must be a (3, H, W) tensor or None")
-            if not (isinstance(q, str) and isinstance(a, str)):
-                raise UnlearnError(f"{name}: question and answer must be strings")
-            checked.append((img, q, a))
-        self.items = checked
-        self.name = name
-        self.groups: dict[str, np.ndarray] = {}
-        for key, labels in (groups or {}).items():
-            arr = np.asarray(list(labels))
-            if arr.shape != (len(checked),):
-                raise UnlearnError(f"{name}: group labels {key!r} do not match the items")
-            self.groups[str(key)] = arr
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Item:
-        return self.items[i]
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def subset(self, idx, name: str | None = None) -> ImageQAData:
-        idx = [int(i) for i in np.asarray(idx).reshape(-1)]
-        return ImageQAData(
-            [self.items[i] for i in idx],
-            {k: v[idx] for k, v in self.groups.items()},
-            name or self.name,
-        )
-
-    @classmethod
-    def concat(cls, parts: Sequence[ImageQAData], name: str = "items") -> ImageQAData:
-        keys = set.intersection(*(set(p.groups) for p in parts)) if parts else set()
-        return cls(
-            [it for p in parts for it in p.items],
-            {k: np.concatenate([p.groups[k] for p in parts]) for k in sorted(keys)},
-            name,
-        )
-
-    def group_labels(self, by: str) -> np.ndarray:
-        if by not in self.groups:
-            raise InvalidRequestError(
-                f"{self.name} has no {by!r} labels (it has: {', '.join(self.groups) or 'none'})"
-            )
-        return self.groups[by]
+    @staticmethod
+    def check_item(it, name: str) -> Item:
+        if not (isinstance(it, tuple | list) and len(it) == 3):
+            raise UnlearnError(f"{name} must hold (image, question, answer) items, got {it!r}")
+        img, q, a = it
+        if img is not None and not (isinstance(img, torch.Tensor) and img.ndim == 3):
+            raise UnlearnError(f"{name}: an image must be a (3, H, W) tensor or None")
+        if not (isinstance(q, str) and isinstance(a, str)):
+            raise UnlearnError(f"{name}: question and answer must be strings")
+        return (img, q, a)
 
 
 def lm_lora_targets(model: nn.Module) -> list[str]:
