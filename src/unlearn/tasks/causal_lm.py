@@ -416,10 +416,15 @@ class CausalLMTask(Task):
         # log-softmax over the vocabulary dominate the cost otherwise
         first = int(scored.any(0).nonzero()[0, 0])
         keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
+        # any further model inputs a task's collate adds (a VLM's pixel_values) pass through
+        extra = {
+            k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")
+        }
         out = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             logits_to_keep=keep,
+            **extra,
         )
         logits = out.logits.float()
         target = target[:, first:]

@@ -127,29 +127,6 @@ class VLMTask(CausalLMTask):
             out["pixel_values"] = torch.stack(pix).to(self.device)
         return out
 
-    @staticmethod
-    def token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]):
-        labels = batch["labels"]
-        target = labels[:, 1:]
-        scored = target != -100
-        if not bool(scored.any()):
-            raise UnlearnError("the batch has no answer tokens to score")
-        first = int(scored.any(0).nonzero()[0, 0])
-        keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
-        extra = {"pixel_values": batch["pixel_values"]} if "pixel_values" in batch else {}
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            logits_to_keep=keep,
-            **extra,
-        )
-        logits = out.logits.float()
-        target = target[:, first:]
-        mask = target != -100
-        lp = torch.log_softmax(logits, dim=-1)
-        tok = lp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        return tok * mask, mask, logits
-
     def alternative_targets(self, data, kind: str, gen: torch.Generator, **info) -> ImageQAData:
         """``refusal``: each item (image kept) answered with a refusal."""
         if kind != "refusal":
