@@ -112,6 +112,39 @@ def test_score_matches_a_manual_log_softmax(task, trained, pairs):
     assert got == pytest.approx(manual, abs=1e-3)
 
 
+def test_score_shares_the_prompt_prefix_and_keeps_the_order(tok, trained, facts):
+    """Batched by length with the system prompt run once, every value equals the pair's
+    own forward pass, unshared, batch of one; and comes back in the pairs' order."""
+    task = CausalLMTask(tok, system_prompt="Answer in one sentence.")
+    items = list(facts.items)[:9]
+    pairs = [(it.question, it.answer) for it in items] + [
+        (it.question, it.perturbed_answers[0]) for it in items[:4]
+    ]
+    assert len({len(task.encode(*p)[0]) for p in pairs}) > 2  # the sorting reorders them
+    ids0 = [task.encode(*p)[0] for p in pairs]
+    n = 0  # the tokens every pair starts with (the chat template and system prompt)
+    while all(len(i) > n and i[n] == ids0[0][n] for i in ids0):
+        n += 1
+    head = ids0[0][:n]
+    assert n > 3
+    assert task.prefix_cache(trained, head) is not None  # the shared path is what runs
+    got = task.score(trained, pairs, batch_size=4, moments=True)
+    for i, p in enumerate(pairs):
+        batch = task.collate([p])
+        with torch.no_grad():
+            tok_lp, mask, logits = task.token_logprobs(trained, batch)
+        lp = torch.log_softmax(logits, -1)
+        mu = (lp.exp() * lp).sum(-1)[mask]
+        np.testing.assert_allclose(got.logprobs[i], tok_lp[mask].double().numpy(), atol=1e-5)
+        np.testing.assert_allclose(got.mu[i], mu.double().numpy(), atol=1e-5)
+    # a model trained with the prefix shared or not scores the same; mode is restored
+    trained.train()
+    again = task.score(trained, pairs[::-1], batch_size=3)
+    assert trained.training
+    trained.eval()
+    np.testing.assert_allclose(again.sums[::-1], got.sums, atol=1e-4)
+
+
 def test_finetuning_teaches_the_answers(task, tok, trained, pairs):
     before = task.score(tiny_llama(tok), pairs).means.mean()
     after = task.score(trained, pairs).means.mean()

@@ -168,6 +168,23 @@ class LMRecipe:
             raise UnlearnError("recipe lora_rank must be >= 0")
 
 
+@dataclass(frozen=True)
+class PrefixCache:
+    """Keys and values of a prompt prefix (batch of one), expanded per batch without copying."""
+
+    length: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    config: object
+
+    def expand(self, rows: int):
+        from transformers import DynamicCache
+
+        return DynamicCache(
+            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.layers],
+            config=self.config,
+        )
+
+
 @dataclass
 class TokenScores:
     """Per-sequence answer-token statistics: log-probs and (optionally) Min-K%++ moments."""
@@ -320,6 +337,14 @@ class CausalLMTask(Task):
             )
         return ids, len(p)
 
+    # score() may run the prompt tokens every item shares once (False where they need
+    # further model inputs, such as a VLM's image tokens)
+    share_prefix = True
+
+    def item_ids(self, item: Pair) -> tuple[list[int], int]:
+        """What :meth:`collate` puts in one row: its token ids and number of prompt tokens."""
+        return self.encode(*item)
+
     def collate(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor]:
         """Right-padded batch; ``labels`` are -100 outside the answer (and its end token)."""
         enc = [self.encode(q, a) for q, a in pairs]
@@ -400,12 +425,14 @@ class CausalLMTask(Task):
     # ------------------------------------------------------------------ scoring
     @staticmethod
     def token_logprobs(
-        model: nn.Module, batch: dict[str, torch.Tensor]
+        model: nn.Module, batch: dict[str, torch.Tensor], prefix: PrefixCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprobs, mask, logits)`` of the answer tokens, shapes ``(B, L)``/``(B, L, V)``
         where ``L`` runs from the batch's first answer token to the end.
 
-        Differentiable; ``logprobs`` is zero where ``mask`` is 0.
+        Differentiable; ``logprobs`` is zero where ``mask`` is 0. With ``prefix`` (the
+        keys and values of the first tokens every row shares, from :meth:`prefix_cache`)
+        only the rest of each row is run through the model.
         """
         labels = batch["labels"]
         target = labels[:, 1:]
@@ -420,8 +447,14 @@ class CausalLMTask(Task):
         extra = {
             k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")
         }
+        ids = batch["input_ids"]
+        if prefix is not None:
+            if first < prefix.length:
+                raise UnlearnError("the shared prefix reaches into an answer")
+            extra["cache"] = prefix.expand(ids.shape[0])
+            ids, keep = ids[:, prefix.length :], keep - prefix.length
         out = model(
-            input_ids=batch["input_ids"],
+            input_ids=ids,
             attention_mask=batch["attention_mask"],
             logits_to_keep=keep,
             **extra,
@@ -432,6 +465,23 @@ class CausalLMTask(Task):
         lp = torch.log_softmax(logits, dim=-1)
         tok = lp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         return tok * mask, mask, logits
+
+    @torch.no_grad()
+    def prefix_cache(self, model: nn.Module, ids: Sequence[int]) -> PrefixCache | None:
+        """The keys and values of ``ids`` (one row), to be shared by every row of a batch
+        that starts with them; ``None`` for a model whose cache is not a
+        :class:`transformers.DynamicCache` of plain layers (it is then run whole)."""
+        from transformers import DynamicCache
+
+        if not ids:
+            return None
+        out = model(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True)
+        cache = out.get("cache", out.get("past_key_values"))
+        if type(cache) is not DynamicCache or not all(
+            type(layer).__name__ == "DynamicLayer" for layer in cache.layers
+        ):
+            return None
+        return PrefixCache(len(ids), [(la.keys, la.values) for la in cache.layers], model.config)
 
     def sequence_logprob(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
@@ -444,28 +494,46 @@ class CausalLMTask(Task):
     def score(
         self, model: nn.Module, pairs: Sequence[Pair], batch_size: int = 16, moments: bool = False
     ) -> TokenScores:
-        """Answer-token log-probs of every pair (and Min-K%++ moments with ``moments``)."""
+        """Answer-token log-probs of every pair (and Min-K%++ moments with ``moments``).
+
+        The pairs are batched by length (less padding) and the prompt tokens they all
+        share (the chat template and system prompt) are run once; the values come back
+        in the order of ``pairs``.
+        """
         if len(pairs) == 0:
             raise UnlearnError("nothing to score: no pairs given")
         was = model.training
         model.eval()
-        out = TokenScores([], [], [])
+        enc = [self.item_ids(it) for it in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: len(enc[i][0]))
+        prefix = None
+        if self.share_prefix:
+            # the shared prefix stops before the last prompt token, whose logit scores the answer
+            head = enc[0][0][: min(n for _, n in enc) - 1]
+            for ids, _ in enc[1:]:
+                while head and ids[: len(head)] != head:
+                    head = head[: len(head) - 1]
+            prefix = self.prefix_cache(model, head) if len(head) > 1 else None
+        logprobs: list = [None] * len(pairs)
+        mus: list = [None] * len(pairs)
+        sds: list = [None] * len(pairs)
         for s in range(0, len(pairs), batch_size):
-            batch = self.collate(pairs[s : s + batch_size])
-            tok, mask, logits = self.token_logprobs(model, batch)
+            idx = order[s : s + batch_size]
+            batch = self.collate([pairs[i] for i in idx])
+            tok, mask, logits = self.token_logprobs(model, batch, prefix)
             if moments:
                 lp = torch.log_softmax(logits, dim=-1)
                 p = lp.exp()
                 mu = (p * lp).sum(-1)
                 sd = ((p * lp * lp).sum(-1) - mu * mu).clamp_min(1e-12).sqrt()
-            for i in range(tok.shape[0]):
-                m = mask[i]
-                out.logprobs.append(tok[i][m].cpu().double().numpy())
+            for row, i in enumerate(idx):
+                m = mask[row]
+                logprobs[i] = tok[row][m].cpu().double().numpy()
                 if moments:
-                    out.mu.append(mu[i][m].cpu().double().numpy())
-                    out.sigma.append(sd[i][m].cpu().double().numpy())
+                    mus[i] = mu[row][m].cpu().double().numpy()
+                    sds[i] = sd[row][m].cpu().double().numpy()
         model.train(was)
-        return out
+        return TokenScores(logprobs, mus if moments else [], sds if moments else [])
 
     @torch.no_grad()
     def text_logprobs(

@@ -101,12 +101,17 @@ class VLMTask(CausalLMTask):
     def _image_ids(self, image) -> list[int]:
         return [self.image_token_id] * self.n_image_tokens if image is not None else []
 
+    # the image tokens come first and need pixel_values: no prompt prefix is shared in score()
+    share_prefix = False
+
+    def item_ids(self, item: Item) -> tuple[list[int], int]:
+        img, q, a = item
+        ids, n_prompt = self.encode(q, a)
+        pre = self._image_ids(img)
+        return pre + ids, len(pre) + n_prompt
+
     def collate(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
-        enc = []
-        for img, q, a in items:
-            ids, n_prompt = self.encode(q, a)
-            pre = self._image_ids(img)
-            enc.append((pre + ids, len(pre) + n_prompt))
+        enc = [self.item_ids(it) for it in items]
         width = max(len(ids) for ids, _ in enc)
         if width > self.max_length + self.n_image_tokens:
             raise UnlearnError(f"an item has {width} tokens, more than max_length allows")
