@@ -49,13 +49,30 @@ def server():
     if as_user:
         os.chown(d, pw.pw_uid, pw.pw_gid)
     data, sock = d / "data", d
-    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust",
-                              "-U", "postgres"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = 54000 + os.getpid() % 1000
     proc = subprocess.Popen(
-        as_user + [str(bindir / "postgres"), "-D", str(data), "-k", str(sock), "-p", str(port),
-                   "-c", "listen_addresses=", "-c", "fsync=on"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        as_user
+        + [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(sock),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "fsync=on",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"postgresql://postgres@/postgres?host={sock}&port={port}"
     for _ in range(200):
@@ -108,8 +125,10 @@ def test_a_postgres_ledger_processes_verifies_and_detects_edits(tmp_path, traine
     again = Ledger.open(tmp_path / "L")  # database.txt names the URL
     assert again.db_url == db and again.verify().ok
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("UPDATE entries SET body = replace(body, '\"test_acc\":', '\"test_acc\":1') "
-                     "WHERE seq = 5")
+        conn.execute(
+            "UPDATE entries SET body = replace(body, '\"test_acc\":', '\"test_acc\":1') "
+            "WHERE seq = 5"
+        )
     problems = "\n".join(again.verify().problems)
     assert "entry 5 (request_processed, r000001)" in problems and "test_acc" in problems
     with pytest.raises(LedgerError, match="already holds a ledger"):
