@@ -288,6 +288,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_scenario,
         load_scenario,
         model_spec,
+        read_scenario_file,
         scenario_inputs,
     )
     from .data import load_dataset
@@ -297,6 +298,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not 0 <= args.seed <= MAX_SEED:
         raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
+    if args.scenario is not None and read_scenario_file(args.scenario)[0].get("kind") == "llm":
+        return _train_lm(args)
     scenario = load_scenario(args.scenario)
     path = Path(scenario.source)
     out = check_train_out(args.out, scenario_inputs(path, scenario), args.force)
@@ -313,6 +316,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UnlearnError(f"cannot create the folder of {out}: {exc}") from None
     save_model(model, out, spec)
     print(f"wrote {out} (test accuracy {acc:.2f} %)")
+    return 0
+
+
+def _train_lm(args: argparse.Namespace) -> int:
+    """``unlearn train`` for a fictitious-facts LLM scenario (the ledger's checkpoint)."""
+    from .bench.scenario import MAX_SEED
+    from .ledger.lm import train_lm_checkpoint
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
+    path = Path(args.scenario).resolve()
+    out = check_train_out(args.out, [path], args.force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnlearnError(f"cannot create the folder of {out}: {exc}") from None
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        acc = train_lm_checkpoint(path, args.seed, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out} (answer accuracy {acc:.2f} % on the ledger's utility pairs)")
     return 0
 
 

@@ -170,8 +170,10 @@ def _register(led, args, root) -> int:
             policy={"retrain_if": rules} if rules else None,
             thresholds=_thresholds(args.threshold),
         )
-        acc = led.model_state(name)["metrics"]["test_acc"]
-    print(f"registered model {name!r} in {root} (test accuracy {acc:.2f} %)")
+        state = led.model_state(name)
+    lm = state["family"] == "causal_lm"
+    what = "answer accuracy on retained pairs" if lm else "test accuracy"
+    print(f"registered model {name!r} in {root} ({what} {state['metrics']['test_acc']:.2f} %)")
     return 0
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, UnlearnError
-from .handlers import file_sha256, handler_for, selector_request
+from .handlers import file_sha256, handler_for, scenario_family, selector_request
 from .store import SCHEMA_VERSION, Store, open_store
 
 __all__ = ["Ledger", "VerifyReport", "canonical", "entry_hash", "GENESIS", "parse_threshold"]
@@ -53,8 +53,6 @@ DEFAULT_LEASE_S = 6 * 3600
 #: fault injection for the crash tests: the stage at which ``process`` kills itself
 CRASH_ENV = "UNLEARN_LEDGER_CRASH_AT"
 CRASH_STAGES = ("claimed", "computed", "staged", "committed", "replaced")
-#: the methods ``method: auto`` picks, per selector
-AUTO_METHODS = {"samples": "neggrad_plus", "class": "trw", "group": "neggrad_plus"}
 #: the subject of the retrains a policy queues (reserved; they are processed first)
 POLICY_SUBJECT = "policy"
 #: what a retrain (which forgets no new samples) measures
@@ -356,11 +354,12 @@ class Ledger:
         scenario: str | Path,
         *,
         seed: int = 0,
-        family: str = "classifier",
+        family: str | None = None,
         policy: dict | None = None,
         thresholds: dict | None = None,
     ) -> str:
-        """Register the model file ``path`` (trained by ``scenario`` with ``seed``)."""
+        """Register the model file ``path`` (trained by ``scenario`` with ``seed``); the
+        family is the scenario's (its ``kind``) unless given."""
         if not isinstance(name, str) or not name or len(name) > 100 or not name.isprintable():
             raise LedgerError(f"a model name must be a short printable string, got {name!r}")
         path, scenario = Path(path).resolve(), Path(scenario).resolve()
@@ -368,6 +367,8 @@ class Ledger:
             raise LedgerError(f"model file {path} does not exist")
         if not scenario.is_file():
             raise LedgerError(f"scenario file {scenario} does not exist")
+        if family is None:
+            family = scenario_family(scenario)
         reg = {
             "name": name,
             "path": str(path),
@@ -432,8 +433,10 @@ class Ledger:
         state = self.model_state(model)
         if config is not None and not isinstance(config, dict):
             raise LedgerError(f"config must be a mapping, got {type(config).__name__}")
+        handler = self._handler(state)
+        handler.check_selector(sel)
         if method == "auto":
-            method = AUTO_METHODS[next(iter(sel))]
+            method = handler.auto_methods[next(iter(sel))]
         if method == "retrain":
             raise LedgerError("retrain is what a policy asks for; request an unlearning method")
         try:
@@ -441,7 +444,6 @@ class Ledger:
         except UnlearnError as exc:
             raise LedgerError(f"method {method!r}: {exc}") from None
         th = check_thresholds({**state["thresholds"], **(thresholds or {})})
-        self._handler(state).check_selector(sel)
         return self._enqueue(model, subject, sel, method, config or {}, th)
 
     def _enqueue(self, model, subject, sel, method, config, th, tx=None, reason=None) -> str:

@@ -5,9 +5,10 @@ writes such a checkpoint): the scenario names the data, the architecture and the
 training recipe the oracle retrains with. Sample ids are positions in that
 scenario's training set, and stay so however many requests removed data before.
 
-Only classifier scenarios are served so far; the other families' models (LLMs,
-diffusion, generators, federations) have their own set-ups in the benchmark
-runner and are refused here with a message saying so.
+Classifier scenarios are served here and causal language models fine-tuned by a
+fictitious-facts scenario in :mod:`unlearn.ledger.lm`; the other families' models
+(diffusion, generators, federations) have their own set-ups in the benchmark runner
+and are refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import torch
 from ..errors import LedgerError, UnlearnError
 from ..requests import request_from_dict
 
-__all__ = ["ClassifierHandler", "handler_for", "file_sha256", "selector_request", "SELECTORS"]
+__all__ = [
+    "ClassifierHandler",
+    "handler_for",
+    "scenario_family",
+    "file_sha256",
+    "selector_request",
+    "SELECTORS",
+]
 
 #: the selector keys a request may use, and what each names
 SELECTORS = {
@@ -80,6 +88,8 @@ class ClassifierHandler:
     """A classifier trained by a classifier scenario (its data, model spec and recipe)."""
 
     family = "classifier"
+    #: what ``method: auto`` runs, per selector kind
+    auto_methods = {"samples": "neggrad_plus", "class": "trw", "group": "neggrad_plus"}
 
     def __init__(self, registration: dict):
         from ..bench.scenario import load_scenario, model_spec
@@ -266,11 +276,33 @@ def data_digest(data) -> str:
     return h.hexdigest()
 
 
+#: the scenario kinds the ledger serves, and the family each registers as
+FAMILIES = {"classifier": "classifier", "llm": "causal_lm"}
+
+
+def scenario_family(path: str | Path) -> str:
+    """The model family a scenario file trains (its ``kind``; classifier by default)."""
+    from ..bench.scenario import read_scenario_file
+
+    raw, _ = read_scenario_file(path)
+    kind = raw.get("kind", "classifier")
+    if kind not in FAMILIES:
+        raise LedgerError(
+            f"{path}: the ledger serves classifier and fictitious-facts LLM scenarios; "
+            f"this one is kind {kind!r}"
+        )
+    return FAMILIES[kind]
+
+
 def handler_for(registration: dict):
     family = registration.get("family")
     if family == "classifier":
         return ClassifierHandler(registration)
+    if family == "causal_lm":
+        from .lm import CausalLMHandler
+
+        return CausalLMHandler(registration)
     raise LedgerError(
-        f"the ledger processes classifier models so far; model {registration.get('name')!r} "
-        f"is a {family!r} model"
+        f"the ledger processes classifier and causal-LM models; model "
+        f"{registration.get('name')!r} is a {family!r} model"
     )

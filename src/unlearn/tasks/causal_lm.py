@@ -476,7 +476,7 @@ class CausalLMTask(Task):
         if not ids:
             return None
         out = model(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True)
-        cache = out.get("cache", out.get("past_key_values"))
+        cache = out["cache"] if "cache" in out else out.get("past_key_values")
         if type(cache) is not DynamicCache or not all(
             type(layer).__name__ == "DynamicLayer" for layer in cache.layers
         ):
