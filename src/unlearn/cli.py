@@ -298,8 +298,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not 0 <= args.seed <= MAX_SEED:
         raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
-    if args.scenario is not None and read_scenario_file(args.scenario)[0].get("kind") == "llm":
-        return _train_lm(args)
+    kind = read_scenario_file(args.scenario)[0].get("kind") if args.scenario else None
+    if kind in ("llm", "federated"):
+        return _train_checkpoint(args, kind)
     scenario = load_scenario(args.scenario)
     path = Path(scenario.source)
     out = check_train_out(args.out, scenario_inputs(path, scenario), args.force)
@@ -319,11 +320,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_lm(args: argparse.Namespace) -> int:
-    """``unlearn train`` for a fictitious-facts LLM scenario (the ledger's checkpoint)."""
+def _train_checkpoint(args: argparse.Namespace, kind: str) -> int:
+    """``unlearn train`` for an LLM (fictitious facts) or federated scenario: the
+    checkpoint the ledger registers, written atomically."""
     from .bench.scenario import MAX_SEED
-    from .ledger.lm import train_lm_checkpoint
 
+    if kind == "llm":
+        from .ledger.lm import train_lm_checkpoint as train
+
+        what = "answer accuracy on the ledger's utility pairs"
+    else:
+        from .ledger.federated import train_fed_checkpoint as train
+
+        what = "test accuracy"
     if not 0 <= args.seed <= MAX_SEED:
         raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
     path = Path(args.scenario).resolve()
@@ -334,11 +343,11 @@ def _train_lm(args: argparse.Namespace) -> int:
         raise UnlearnError(f"cannot create the folder of {out}: {exc}") from None
     tmp = out.with_name(out.name + ".tmp")
     try:
-        acc = train_lm_checkpoint(path, args.seed, tmp)
+        acc = train(path, args.seed, tmp)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"wrote {out} (answer accuracy {acc:.2f} % on the ledger's utility pairs)")
+    print(f"wrote {out} ({what} {acc:.2f} %)")
     return 0
 
 

@@ -440,9 +440,15 @@ class Ledger:
         if method == "retrain":
             raise LedgerError("retrain is what a policy asks for; request an unlearning method")
         try:
-            get_method(method, config, family=state["family"])
+            built = get_method(method, config, family=state["family"])
         except UnlearnError as exc:
             raise LedgerError(f"method {method!r}: {exc}") from None
+        serves = type(built).families()
+        if state["family"] not in serves:
+            raise LedgerError(
+                f"method {method!r} does not serve {state['family']} models "
+                f"(it serves: {', '.join(sorted(serves))})"
+            )
         th = check_thresholds({**state["thresholds"], **(thresholds or {})})
         return self._enqueue(model, subject, sel, method, config or {}, th)
 

@@ -5,10 +5,11 @@ writes such a checkpoint): the scenario names the data, the architecture and the
 training recipe the oracle retrains with. Sample ids are positions in that
 scenario's training set, and stay so however many requests removed data before.
 
-Classifier scenarios are served here and causal language models fine-tuned by a
-fictitious-facts scenario in :mod:`unlearn.ledger.lm`; the other families' models
-(diffusion, generators, federations) have their own set-ups in the benchmark runner
-and are refused with a message saying so.
+Classifier scenarios are served here, causal language models fine-tuned by a
+fictitious-facts scenario in :mod:`unlearn.ledger.lm` and federations in
+:mod:`unlearn.ledger.federated`; the other families' models (diffusion, generators,
+vision-language) have their own set-ups in the benchmark runner and are refused with a
+message saying so.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def data_digest(data) -> str:
 
 
 #: the scenario kinds the ledger serves, and the family each registers as
-FAMILIES = {"classifier": "classifier", "llm": "causal_lm"}
+FAMILIES = {"classifier": "classifier", "llm": "causal_lm", "federated": "federated"}
 
 
 def scenario_family(path: str | Path) -> str:
@@ -288,7 +289,7 @@ def scenario_family(path: str | Path) -> str:
     kind = raw.get("kind", "classifier")
     if kind not in FAMILIES:
         raise LedgerError(
-            f"{path}: the ledger serves classifier and fictitious-facts LLM scenarios; "
+            f"{path}: the ledger serves classifier, federated and fictitious-facts LLM scenarios; "
             f"this one is kind {kind!r}"
         )
     return FAMILIES[kind]
@@ -302,7 +303,11 @@ def handler_for(registration: dict):
         from .lm import CausalLMHandler
 
         return CausalLMHandler(registration)
+    if family == "federated":
+        from .federated import FederatedHandler
+
+        return FederatedHandler(registration)
     raise LedgerError(
-        f"the ledger processes classifier and causal-LM models; model "
+        f"the ledger processes classifier, causal-LM and federated models; model "
         f"{registration.get('name')!r} is a {family!r} model"
     )
