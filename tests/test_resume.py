@@ -110,3 +110,32 @@ def test_changing_one_method_recomputes_only_its_rows(tmp_path):
         "original", "retrain", "oracle_noise", "gradient_ascent"}  # fmt: skip
     kept = [r for r in _strip(again["rows"]) if r["method"] != "kunbr"]
     assert kept == [r for r in _strip(first["rows"]) if r["method"] != "kunbr"]
+
+
+def test_tensor_cache_builds_once_then_restores_what_it_saved(tmp_path):
+    import torch
+
+    from unlearn.bench.tensorcache import cache_path, cached_tensors
+
+    calls = []
+
+    def build():
+        calls.append("build")
+        return "built", {"w": torch.arange(6.0).view(2, 3)}
+
+    def restore(tensors):
+        calls.append("restore")
+        return tensors["w"]
+
+    key = {"seed": 1, "data": [1, 2]}
+    res, sec, hit = cached_tensors(tmp_path, "thing", key, build, restore)
+    assert (res, hit, calls) == ("built", False, ["build"]) and sec >= 0
+    path = cache_path(tmp_path, "thing", {"data": [1, 2], "seed": 1})  # key order: same file
+    assert path.is_file() and not list(tmp_path.glob("*.tmp"))
+    again, sec2, hit2 = cached_tensors(tmp_path, "thing", key, build, restore)
+    assert hit2 and calls == ["build", "restore"] and sec2 == sec
+    assert torch.equal(again, torch.arange(6.0).view(2, 3))
+    # another key, or no cache folder, builds again and (without a folder) writes nothing
+    cached_tensors(tmp_path, "thing", {**key, "seed": 2}, build, restore)
+    cached_tensors(None, "thing", key, build, restore)
+    assert calls.count("build") == 3 and len(list(tmp_path.glob("thing-*"))) == 2

@@ -37,11 +37,9 @@ tracks the forgotten class's rate over the attack's steps.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -239,46 +237,34 @@ def reference_model(
     from_cache)``; the weights are cached (safetensors, training seconds in the metadata)
     under a key of the data, model, task settings, recipe, seed and library versions."""
     import diffusers
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+
+    from .tensorcache import cached_tensors
 
     model = class_unet(task.num_classes, size, channels, **asdict(spec), seed=seed)
-    path = None
-    if cache_dir is not None:
-        blob = json.dumps(
-            {
-                "data": _digest(data.x, data.y),
-                "model": asdict(spec),
-                "size": size,
-                "channels": channels,
-                "task": task.settings(),
-                "recipe": recipe.to_dict(),
-                "seed": int(seed),
-                "torch": torch.__version__.split("+")[0],
-                "diffusers": diffusers.__version__,
-                "threads": torch.get_num_threads(),
-                "device": task.device.type,
-            },
-            sort_keys=True,
-        )
-        key = hashlib.sha256(blob.encode()).hexdigest()[:20]
-        path = Path(cache_dir) / f"diffusion-{key}.safetensors"
-        if path.is_file():
-            with safe_open(str(path), framework="pt") as f:
-                seconds = float((f.metadata() or {}).get("seconds", "nan"))
-            model.load_state_dict(load_file(str(path)))
-            return model.to(task.device).eval(), seconds, True
-    say(f"training a diffusion model on {len(data)} images, seed {seed} ({recipe.steps} steps)")
-    t0 = time.perf_counter()
-    task.fit(model, data, recipe, seed)
-    seconds = time.perf_counter() - t0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp), metadata={"seconds": repr(seconds)})
-        tmp.replace(path)
-    return model.eval(), seconds, False
+    key = {
+        "data": _digest(data.x, data.y),
+        "model": asdict(spec),
+        "size": size,
+        "channels": channels,
+        "task": task.settings(),
+        "recipe": recipe.to_dict(),
+        "seed": int(seed),
+        "torch": torch.__version__.split("+")[0],
+        "diffusers": diffusers.__version__,
+        "threads": torch.get_num_threads(),
+        "device": task.device.type,
+    }
+
+    def build():
+        say(f"training a diffusion model on {len(data)} images, seed {seed} ({recipe.steps} steps)")
+        task.fit(model, data, recipe, seed)
+        return model.eval(), model.state_dict()
+
+    def restore(tensors):
+        model.load_state_dict(tensors)
+        return model.to(task.device).eval()
+
+    return cached_tensors(cache_dir, "diffusion", key, build, restore)
 
 
 class _Scorer:

@@ -38,11 +38,9 @@ samples in the same view (near 1: their surrogates collapsed onto one face).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,46 +184,31 @@ def cached_generator(
 ) -> tuple[IdentityGenerator, float]:
     """The generator of ``s.model`` trained on the images of identities ``keep`` (cached
     by content hash: the data spec, the kept identities, model, recipe, seed, versions)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from .tensorcache import cached_tensors
 
     model = IdentityGenerator(data.identities, size=data.size, **asdict(s.model), seed=seed)
-    path = None
-    if s.cache_dir is not None:
-        blob = json.dumps(
-            {
-                "data": asdict(s.data),
-                "keep": hashlib.sha256(np.asarray(keep, dtype=np.int64).tobytes()).hexdigest(),
-                "model": asdict(s.model),
-                "recipe": s.recipe.to_dict(),
-                "seed": int(seed),
-                "torch": torch.__version__.split("+")[0],
-                "threads": torch.get_num_threads(),
-                "device": task.device.type,
-            },
-            sort_keys=True,
-        )
-        path = Path(s.cache_dir) / f"generator-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
-        path = path.with_suffix(".safetensors")
-        if path.is_file():
-            with safe_open(str(path), framework="pt") as f:
-                seconds = float((f.metadata() or {}).get("seconds", "nan"))
-            model.load_state_dict(load_file(str(path)))
-            return model.to(task.device).eval(), seconds
-    mask = np.isin(data.data.y.numpy(), keep)
-    t0 = time.perf_counter()
-    task.fit(model, data.subset(np.flatnonzero(mask), "kept"), s.recipe, seed)
-    seconds = time.perf_counter() - t0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            str(tmp),
-            metadata={"seconds": repr(seconds)},
-        )
-        tmp.replace(path)
-    return model.eval(), seconds
+    key = {
+        "data": asdict(s.data),
+        "keep": hashlib.sha256(np.asarray(keep, dtype=np.int64).tobytes()).hexdigest(),
+        "model": asdict(s.model),
+        "recipe": s.recipe.to_dict(),
+        "seed": int(seed),
+        "torch": torch.__version__.split("+")[0],
+        "threads": torch.get_num_threads(),
+        "device": task.device.type,
+    }
+
+    def build():
+        mask = np.isin(data.data.y.numpy(), keep)
+        task.fit(model, data.subset(np.flatnonzero(mask), "kept"), s.recipe, seed)
+        return model.eval(), model.state_dict()
+
+    def restore(tensors):
+        model.load_state_dict(tensors)
+        return model.to(task.device).eval()
+
+    found, seconds, _ = cached_tensors(s.cache_dir, "generator", key, build, restore)
+    return found, seconds
 
 
 class _Scorer:

@@ -57,12 +57,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -501,25 +498,20 @@ class LMEvaluator:
         self.oracle_auc = metrics.get("mink_auc")
 
 
-def _cache_key(base_id: dict, task: CausalLMTask, pairs: list, recipe: LMRecipe, seed: int) -> str:
+def _cache_key(base_id: dict, task: CausalLMTask, pairs: list, recipe: LMRecipe, seed: int) -> list:
     import peft
     import transformers
 
-    blob = json.dumps(
-        [
-            base_id,
-            task.tokenizer.chat_template,
-            task.system_prompt,
-            pairs,
-            asdict(recipe),
-            seed,
-            transformers.__version__,
-            peft.__version__,
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return [
+        base_id,
+        task.tokenizer.chat_template,
+        task.system_prompt,
+        pairs,
+        asdict(recipe),
+        seed,
+        transformers.__version__,
+        peft.__version__,
+    ]
 
 
 def finetuned(
@@ -532,35 +524,23 @@ def finetuned(
     cache_dir: str | None,
 ) -> tuple[torch.nn.Module, float, bool]:
     """``base`` fine-tuned on ``pairs``: ``(model, seconds, from_cache)``. With a LoRA recipe
-    the adapter tensors are cached (safetensors, with the training seconds in the file's
-    metadata) and merged again on later runs; the key covers the base model, tokenizer
-    template, system prompt, pairs, recipe, seed and library versions."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    the adapter tensors are cached (:mod:`unlearn.bench.tensorcache`) and merged again on
+    later runs; the key covers the base model, tokenizer template, system prompt, pairs,
+    recipe, seed and library versions."""
+    from .tensorcache import cached_tensors
 
-    path = None
-    if cache_dir is not None and recipe.lora_rank > 0:
-        key = _cache_key(base_id, task, pairs, recipe, seed)
-        path = Path(cache_dir) / f"lm-adapter-{key}.safetensors"
-        if path.is_file():
-            with safe_open(str(path), framework="pt") as f:
-                seconds = float((f.metadata() or {}).get("seconds", "nan"))
-            model = task.apply_adapter(copy.deepcopy(base), recipe, load_file(str(path)))
-            return model, seconds, True
-    t0 = time.perf_counter()
-    state: dict = {}
-    model, _ = task.finetune(copy.deepcopy(base), pairs, recipe, seed, adapter_out=state)
-    seconds = time.perf_counter() - t0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(
-            {k: v.contiguous() for k, v in state.items()},
-            str(tmp),
-            metadata={"seconds": repr(seconds)},
-        )
-        tmp.replace(path)
-    return model, seconds, False
+    def build():
+        state: dict = {}
+        model, _ = task.finetune(copy.deepcopy(base), pairs, recipe, seed, adapter_out=state)
+        return model, state
+
+    return cached_tensors(
+        cache_dir if recipe.lora_rank > 0 else None,
+        "lm-adapter",
+        _cache_key(base_id, task, pairs, recipe, seed),
+        build,
+        lambda tensors: task.apply_adapter(copy.deepcopy(base), recipe, tensors),
+    )
 
 
 def known_facts(task: CausalLMTask, model, items: list[QAItem], ev: dict) -> list[QAItem]:

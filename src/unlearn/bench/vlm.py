@@ -51,11 +51,7 @@ Metrics (percent unless stated):
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -403,39 +399,25 @@ class VLMFamily(Family):
 
     def taught(self, sc, without: set[int], seed: int):
         """The model taught without the images of ``without`` (cached by content hash)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file, save_file
+        from .tensorcache import cached_tensors
 
-        path = None
-        if sc.cache_dir is not None:
-            blob = json.dumps({
-                "model": asdict(sc.model), "data": asdict(sc.data), "recipe": asdict(sc.recipe),
-                "without": sorted(without), "seed": int(seed), "prompt": sc.system_prompt,
-                "torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads(),
-                "device": self.task.device.type,
-            }, sort_keys=True)  # fmt: skip
-            key = hashlib.sha256(blob.encode()).hexdigest()[:20]
-            path = Path(sc.cache_dir) / f"vlm-{key}.safetensors"
-            if path.is_file():
-                with safe_open(str(path), framework="pt") as f:
-                    seconds = float((f.metadata() or {}).get("seconds", "nan"))
-                model = apply_taught(self._fresh(sc, seed), load_file(str(path)), sc.recipe)
-                return model.to(self.task.device), seconds
-        items = teaching_items(self.cs, sc.data.train_images, without)
-        t0 = time.perf_counter()
-        model, _, tensors = teach(
-            self._fresh(sc, seed).to(self.task.device), self.task, items, sc.recipe, seed
-        )
-        seconds = time.perf_counter() - t0
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file(
-                {k: v.cpu().contiguous() for k, v in tensors.items()},
-                str(tmp),
-                metadata={"seconds": repr(seconds)},
-            )
-            tmp.replace(path)
+        key = {
+            "model": asdict(sc.model), "data": asdict(sc.data), "recipe": asdict(sc.recipe),
+            "without": sorted(without), "seed": int(seed), "prompt": sc.system_prompt,
+            "torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads(),
+            "device": self.task.device.type,
+        }  # fmt: skip
+
+        def build():
+            items = teaching_items(self.cs, sc.data.train_images, without)
+            fresh = self._fresh(sc, seed).to(self.task.device)
+            model, _, tensors = teach(fresh, self.task, items, sc.recipe, seed)
+            return model, tensors
+
+        def restore(tensors):
+            return apply_taught(self._fresh(sc, seed), tensors, sc.recipe).to(self.task.device)
+
+        model, seconds, _ = cached_tensors(sc.cache_dir, "vlm", key, build, restore)
         return model, seconds
 
     # -- worlds --------------------------------------------------------------------
