@@ -92,6 +92,18 @@ class SurrogateMethod(Method):
     def setup_preservation(self, model, src, ctx, ids: list[int]) -> None:
         """Called once before fine-tuning (e.g. EWC's Fisher information)."""
 
+    def retained_preservation(self, model, ctx, weight: float, n: int) -> torch.Tensor | None:
+        """GUIDE's global preservation: ``n`` random retained latents (random views) keep
+        the source generator's images, pixel MSE times ``weight`` (None at weight 0)."""
+        if weight == 0:
+            return None
+        pick = self._kept[torch.randint(len(self._kept), (n,), generator=self._gen)]
+        w = model.latents[pick]
+        v = ctx.task.views(len(w), self._gen)
+        with torch.no_grad():
+            want = self._src(w, v)
+        return weight * F.mse_loss(model(w, v), want)
+
     # -- the shared fine-tuning ---------------------------------------------------------
     def unlearn(self, model, ctx):
         cfg = self.config
@@ -106,6 +118,8 @@ class SurrogateMethod(Method):
         self._gen = ctx.generator(41)
         targets = self.surrogates(model, src, ctx, ids).detach()
         self._extra["surrogate_distance"] = cfg.distance * radius
+        self._src = src
+        self._kept = torch.as_tensor(sorted(set(range(len(lat))) - set(ids)))
         self.setup_preservation(model, src, ctx, ids)
         retained = torch.as_tensor(sorted(set(range(len(lat))) - set(ids)))
         for p in model.parameters():

@@ -41,19 +41,6 @@ class GUIDE(SurrogateMethod):
         away = F.normalize(model.latents[torch.as_tensor(ids)] - w_avg, dim=1)
         return w_avg - self.config.distance * self._radius * away
 
-    def setup_preservation(self, model, src, ctx, ids):
-        self._src = src
-        self._kept = torch.as_tensor(sorted(set(range(len(model.latents))) - set(ids)))
-
     def preservation(self, model, ctx):
         cfg = self.config
-        if cfg.preserve == 0:
-            return None
-        pick = self._kept[
-            torch.randint(len(self._kept), (cfg.preserve_latents,), generator=self._gen)
-        ]
-        w = model.latents[pick]
-        v = ctx.task.views(len(w), self._gen)
-        with torch.no_grad():
-            want = self._src(w, v)
-        return cfg.preserve * F.mse_loss(model(w, v), want)
+        return self.retained_preservation(model, ctx, cfg.preserve, cfg.preserve_latents)

@@ -15,7 +15,9 @@ judydnguyen/SUGAR-Generative-Unlearn, read for these facts):
    of its output, estimated (``E[(J^T e)^2]``, ``e`` Gaussian) at locality-aware latents:
    retained latents nearest each forgotten one and latents part way from it towards
    them. The generator is never changed while ``F`` is computed (the official loop steps
-   its optimiser there, which moves it).
+   its optimiser there, which moves it). ``preserve`` > 0 adds GUIDE's preservation of
+   random retained latents, which SUGAR's recipe does not have: on this generator the EWC
+   penalty alone let the retained identities collapse (docs/tuning.md).
 
 Official settings: d = 20 (EG3D units; ``distance`` here is in median latent radii),
 lr 2e-4, EWC weight 50, trigger network 50 epochs, batch 4; loss weights MSE 1e-2, LPIPS 1,
@@ -45,6 +47,9 @@ class SUGARConfig(SurrogateConfig):
     trigger_hidden: int = 64
     feature: float = 1.0
     spread: float = 1.0
+    # GUIDE's preservation of random retained latents (not in SUGAR's recipe; 0: off)
+    preserve: float = 0.0
+    preserve_latents: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +61,8 @@ class SUGARConfig(SurrogateConfig):
             )
         if self.feature < 0 or self.spread < 0:
             raise UnlearnError("sugar's feature and spread weights must be >= 0")
+        if self.preserve < 0 or self.preserve_latents < 1:
+            raise UnlearnError("sugar needs preserve >= 0 and preserve_latents >= 1")
 
 
 class Trigger(nn.Module):
@@ -144,10 +151,15 @@ class SUGAR(SurrogateMethod):
         self._extra["fisher_latents"] = len(w)
 
     def preservation(self, model, ctx):
-        if self.config.lam == 0:
-            return None
-        pen = sum(
-            (f * (p - a) ** 2).sum()
-            for f, p, a in zip(self._fisher, model.parameters(), self._anchor, strict=True)
-        )
-        return self.config.lam * pen
+        cfg = self.config
+        terms = [self.retained_preservation(model, ctx, cfg.preserve, cfg.preserve_latents)]
+        if cfg.lam > 0:
+            terms.append(
+                cfg.lam
+                * sum(
+                    (f * (p - a) ** 2).sum()
+                    for f, p, a in zip(self._fisher, model.parameters(), self._anchor, strict=True)
+                )
+            )
+        terms = [t for t in terms if t is not None]
+        return sum(terms) if terms else None
