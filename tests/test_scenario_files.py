@@ -106,8 +106,10 @@ def test_targets_block_follows_the_schema_and_names_rows_of_the_run(path):
     targets = parse_targets(raw["targets"], str(path))
     assert len(targets) == len(raw["targets"])
     known = _labels(raw)
+    # a per_tag target names base rows, judged on each part (LABEL@part)
+    bases = {k.split("@")[0] for k in known}
     for t in targets:
-        unknown = _named_rows(t) - known
+        unknown = _named_rows(t) - (known | bases if t.per_tag else known)
         assert not unknown, (
             f"{path}: target {t.name!r} names rows {sorted(unknown)} (known: {known})"
         )

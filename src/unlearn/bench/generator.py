@@ -32,7 +32,9 @@ real images; ``retained_id_sim`` (``retained`` identities kept, their own images
 ``frechet``, the Frechet distance of the retained identities' samples to their real
 images in the embedding space, and both relative to the original (``*_vs_original``);
 ``surrogate_mutual_sim``, the mean similarity between different forgotten identities'
-samples in the same view (near 1: their surrogates collapsed onto one face).
+samples in the same view (near 1: their surrogates collapsed onto one face);
+``forgotten_above_floor``, ``forgotten_id_sim`` minus the floor's mean plus one standard
+deviation (at most 0: within the spread of unrelated identities).
 """
 
 from __future__ import annotations
@@ -360,6 +362,10 @@ class GeneratorFamily(Family):
         base = world.state["original_scores"]
         out["retained_id_sim_vs_original"] = out["retained_id_sim"] / base["retained_id_sim"]
         out["frechet_vs_original"] = out["frechet"] / base["frechet"]
+        # <= 0: the forgotten identities are drawn no more like themselves than unrelated
+        # identities are (the floor's mean plus one standard deviation)
+        floor = world.metrics["unrelated_id_sim_mean"] + world.metrics["unrelated_id_sim_std"]
+        out["forgotten_above_floor"] = out["forgotten_id_sim"] - floor
         return out
 
     def run_method(self, sc, world, method):
