@@ -159,16 +159,43 @@ def old_sections() -> dict[str, str]:
     return out
 
 
-def tune_sections() -> str:
-    """The report of every `unlearn tune` run under benchmarks/out/tune-*/ (headings demoted)."""
+def _tune_chunks(text: str) -> list[tuple[str, str]]:
+    """The tuning reports in a results.md's "unlearn tune runs" part, as (key, text): an
+    `unlearn tune` report is keyed by its folder, a benchmark report by its scenario name."""
+    marker = "\n## unlearn tune runs\n"
+    if marker not in text:
+        return []
+    part = text.split(marker, 1)[1]
+    chunks: list[tuple[str, str]] = []
+    for line in part.splitlines(keepends=True):
+        if line.startswith("### `"):
+            chunks.append((line[5:].split("`", 1)[0], line))
+        elif line.startswith("# "):
+            chunks.append((line[2:].strip(), line))
+        elif chunks:
+            chunks[-1] = (chunks[-1][0], chunks[-1][1] + line)
+    return chunks
+
+
+def tune_sections(previous: str = "") -> str:
+    """The report of every tuning run under benchmarks/out/tune-*/ (headings demoted), and
+    the reports in ``previous`` (the old results.md) of runs whose folder is gone here."""
     folders = sorted(p for p in (HERE / "out").glob("tune-*") if (p / "report.md").is_file())
-    if not folders:
-        return ""
-    text = "\n## unlearn tune runs\n\nEach search's `report.md`, from `benchmarks/out/<folder>/`.\n"
+    made: list[tuple[str, str]] = []
     for f in folders:
         rep = (f / "report.md").read_text().replace("\n## ", "\n#### ")
         rep = rep.replace("# unlearn tune:", f"### `{f.name}`:", 1)
-        text += "\n" + rep
+        first = rep.lstrip().split("\n", 1)[0]
+        key = f.name if first.startswith("### `") else first.lstrip("# ").strip()
+        made.append((key, rep))
+    have = {k for k, _ in made}
+    kept = [(k, t) for k, t in _tune_chunks(previous) if k not in have]
+    if not made and not kept:
+        return ""
+    text = "\n## unlearn tune runs\n\nEach search's `report.md`, from `benchmarks/out/<folder>/`"
+    text += " (reports whose folder is not on this machine are kept from the last run).\n"
+    for _, rep in kept + made:
+        text += "\n" + rep.rstrip("\n") + "\n"
     return text
 
 
@@ -199,7 +226,8 @@ def main() -> None:
         for n in SCENARIOS
         if n in results or n in kept
     )
-    body += tune_sections()
+    path = ROOT / "docs" / "results.md"
+    body += tune_sections(path.read_text() if path.exists() else "")
     versions = next(iter(results.values()))["versions"]
     text = f"""# Benchmark results
 
