@@ -306,6 +306,7 @@ for key, unit, better, about in [
     ("retained_id_sim_vs_original", "ratio", "higher", "retained_id_sim / the original's"),
     ("frechet_vs_original", "ratio", "lower", "frechet / the original's"),
     ("surrogate_mutual_sim", "", "lower", "cosine between forgotten identities' samples"),
+    ("forgotten_above_floor", "", "lower", "forgotten_id_sim - (floor mean + 1 sd); <= 0 is in"),
     ("n_forgotten", "", "none", "identities forgotten so far"),
 ]:
     _add(key, [GEN], ["generation"], unit, better, about)
