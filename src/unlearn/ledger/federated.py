@@ -148,25 +148,12 @@ class FederatedHandler:
     auto_methods = {"samples": "fed_finetune", "class": "fed_finetune", "group": "dfl_certified"}
 
     def __init__(self, registration: dict):
-        from .handlers import file_sha256
+        from .handlers import check_data_digest, registered_scenario
 
-        scen = registration["scenario"]
-        path = Path(scen["path"])
-        if not path.is_file():
-            raise LedgerError(f"the model's scenario file {path} does not exist")
-        if file_sha256(path) != scen["sha256"]:
-            raise LedgerError(
-                f"the scenario file {path} changed since the model was registered "
-                f"(sha256 {file_sha256(path)[:16]}..., registered {scen['sha256'][:16]}...)"
-            )
+        path = registered_scenario(registration)
         self.setup = FedSetup(path, int(registration.get("seed", 0)))
         digest = self.setup.data_sha256
-        if "data_sha256" in registration and digest != registration["data_sha256"]:
-            raise LedgerError(
-                f"the training data of {path} is not what the model was registered with "
-                f"(sha256 {digest[:16]}..., registered {registration['data_sha256'][:16]}...)"
-            )
-        self.data_sha256 = digest
+        self.data_sha256 = check_data_digest(registration, digest, path)
         self.train = self.setup.train
         self.task = self.setup.task
 

@@ -49,6 +49,30 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def registered_scenario(registration: dict) -> Path:
+    """The registration's scenario file, refused when missing or changed since."""
+    scen = registration["scenario"]
+    path = Path(scen["path"])
+    if not path.is_file():
+        raise LedgerError(f"the model's scenario file {path} does not exist")
+    if file_sha256(path) != scen["sha256"]:
+        raise LedgerError(
+            f"the scenario file {path} changed since the model was registered "
+            f"(sha256 {file_sha256(path)[:16]}..., registered {scen['sha256'][:16]}...)"
+        )
+    return path
+
+
+def check_data_digest(registration: dict, digest: str, path: Path) -> str:
+    """``digest`` of the scenario's training data, refused when it is not the registered one."""
+    if "data_sha256" in registration and digest != registration["data_sha256"]:
+        raise LedgerError(
+            f"the training data of {path} is not what the model was registered with "
+            f"(sha256 {digest[:16]}..., registered {registration['data_sha256'][:16]}...)"
+        )
+    return digest
+
+
 def _ints(values: Any, what: str) -> list[int]:
     if not isinstance(values, list | tuple) or not values:
         raise LedgerError(f"{what} must be a non-empty list of integers")
@@ -97,24 +121,11 @@ class ClassifierHandler:
         from ..data import load_dataset
         from ..tasks import ClassifierTask
 
-        scen = registration["scenario"]
-        path = Path(scen["path"])
-        if not path.is_file():
-            raise LedgerError(f"the model's scenario file {path} does not exist")
-        if file_sha256(path) != scen["sha256"]:
-            raise LedgerError(
-                f"the scenario file {path} changed since the model was registered "
-                f"(sha256 {file_sha256(path)[:16]}..., registered {scen['sha256'][:16]}...)"
-            )
+        path = registered_scenario(registration)
         self.scenario = load_scenario(path)
         self.train, self.test = load_dataset(self.scenario.data)
         digest = data_digest(self.train)
-        if "data_sha256" in registration and digest != registration["data_sha256"]:
-            raise LedgerError(
-                f"the training data of {path} is not what the model was registered with "
-                f"(sha256 {digest[:16]}..., registered {registration['data_sha256'][:16]}...)"
-            )
-        self.data_sha256 = digest
+        self.data_sha256 = check_data_digest(registration, digest, path)
         self.spec = model_spec(self.scenario, self.train)
         self.seed = int(registration.get("seed", 0))
         self.task = ClassifierTask(self.train.num_classes, self.scenario.device)
