@@ -288,19 +288,27 @@ def test_kill_9_at_random_times(tmp_path, trained):
     p.join(120)
     one = time.perf_counter() - t0
     rng = random.Random(0)
-    kills = 0
+    kills = tries = 0
+    # Every fourth child runs to the end and times a whole run, so the loop
+    # ends however slow this machine is next to the timed first run (a CI
+    # run once spent 60 kills with no progress when every child was killed).
     while any(r["status"] != "done" for r in led.requests()):
+        tries += 1
         known = {
             json.loads(e["body"])["hash_after"]
             for e in led.entries()
             if e["kind"] == "request_processed"
         } | {file_sha256(model)}
         p = _run_child(_crash_child, str(tmp_path / "L"), None)
-        time.sleep(rng.uniform(0, one * 1.2))
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
-            kills += 1
+        t0 = time.perf_counter()
+        if tries % 4:
+            time.sleep(rng.uniform(0, one * 1.2))
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGKILL)
+                kills += 1
         p.join(120)
+        if p.exitcode == 0:  # ran to the end: the time a whole run takes now
+            one = min(one, time.perf_counter() - t0)
         _check_consistent(
             tmp_path / "L",
             model,
@@ -311,7 +319,7 @@ def test_kill_9_at_random_times(tmp_path, trained):
                 if e["kind"] == "request_processed"
             },
         )
-        assert kills < 60
+        assert tries <= 4 * n
     led.process()
     assert led.verify().ok
     per = [e["request_id"] for e in led.entries() if e["kind"] == "request_processed"]
