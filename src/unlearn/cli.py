@@ -299,7 +299,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_SEED:
         raise UnlearnError(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
     kind = read_scenario_file(args.scenario)[0].get("kind") if args.scenario else None
-    if kind in ("llm", "federated"):
+    if kind in ("llm", "federated", "generator"):
         return _train_checkpoint(args, kind)
     scenario = load_scenario(args.scenario)
     path = Path(scenario.source)
@@ -329,6 +329,10 @@ def _train_checkpoint(args: argparse.Namespace, kind: str) -> int:
         from .ledger.lm import train_lm_checkpoint as train
 
         what = "answer accuracy on the ledger's utility pairs"
+    elif kind == "generator":
+        from .ledger.generator import train_generator_checkpoint as train
+
+        what = "the judge's rate on retained identities"
     else:
         from .ledger.federated import train_fed_checkpoint as train
 

@@ -52,7 +52,13 @@ from ..data.core import split_request
 from ..data.identities import IdentityData, make_identities
 from ..methods.base import UnlearnContext
 from ..requests import GroupRequest
-from ..tasks.generator import GeneratorRecipe, GeneratorTask, IdentityGenerator, train_recogniser
+from ..tasks.generator import (
+    GeneratorRecipe,
+    GeneratorTask,
+    IdentityGenerator,
+    Recogniser,
+    train_recogniser,
+)
 from .core import Family, World, register_family, run_parsed
 from .scenario import check_common, parse_family_methods, scenario_block, scenario_error
 
@@ -213,6 +219,35 @@ def cached_generator(
     return found, seconds
 
 
+def cached_recogniser(data: IdentityData, s: GeneratorScenario, seed: int) -> Recogniser:
+    """The recogniser of ``s.recogniser`` trained with ``seed`` on every image of ``data``
+    (cached by content hash: the data spec, epochs, seed, versions, thread count)."""
+    from .tensorcache import cached_tensors
+
+    x, y, k = data.data.x, data.data.y, data.identities
+    key = {
+        "data": asdict(s.data),
+        "epochs": int(s.recogniser.epochs),
+        "seed": int(seed),
+        "torch": torch.__version__.split("+")[0],
+        "threads": torch.get_num_threads(),
+    }
+
+    def build():
+        rec = train_recogniser(x, y, k, seed, s.recogniser.epochs)
+        return rec, rec.state_dict()
+
+    def restore(tensors):
+        rec = Recogniser(k, x.shape[-1])
+        rec.load_state_dict(tensors)
+        rec.eval()
+        for p in rec.parameters():
+            p.requires_grad_(False)
+        return rec
+
+    return cached_tensors(s.cache_dir, "recogniser", key, build, restore)[0]
+
+
 class _Scorer:
     """The recogniser's view of a generator for one world (fixed views and identities)."""
 
@@ -287,14 +322,14 @@ class GeneratorFamily(Family):
     def setup(self, sc, say):
         s = sc.sc
         self.data = make_identities(**asdict(s.data))
-        k = self.data.identities
         t0 = time.perf_counter()
-        x, y = self.data.data.x, self.data.data.y
-        judge = train_recogniser(x, y, k, s.recogniser.seed, s.recogniser.epochs)
-        self.id_loss = train_recogniser(x, y, k, s.recogniser.seed + 1, s.recogniser.epochs)
+        judge = cached_recogniser(self.data, s, s.recogniser.seed)
+        self.id_loss = cached_recogniser(self.data, s, s.recogniser.seed + 1)
         self.task = GeneratorTask(judge, shift=s.data.shift, device=s.device)
         self.info = {"recogniser_seconds": time.perf_counter() - t0}
-        say(f"recognisers trained ({self.info['recogniser_seconds']:.0f}s)")
+        say(
+            f"recognisers ready, trained or from the cache ({self.info['recogniser_seconds']:.0f}s)"
+        )
         for _, method in s.methods:
             method.bind(self.task)
 

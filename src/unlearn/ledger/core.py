@@ -56,7 +56,7 @@ CRASH_STAGES = ("claimed", "computed", "staged", "committed", "replaced")
 #: the subject of the retrains a policy queues (reserved; they are processed first)
 POLICY_SUBJECT = "policy"
 #: what a retrain (which forgets no new samples) measures
-RETRAIN_METRICS = ("test_acc", "removed_mia_auc")
+RETRAIN_METRICS = ("test_acc", "removed_mia_auc", "removed_inverted_acc")
 #: the metrics a threshold may name, and which way is better
 THRESHOLD_METRICS = {
     "test_acc": "higher",
@@ -65,6 +65,10 @@ THRESHOLD_METRICS = {
     "removed_mia_auc": "lower",
     "mia_efficacy": "higher",
     "epsilon": "lower",
+    # generators (unlearn.ledger.generator)
+    "forget_above_floor": "lower",
+    "forget_inverted_acc": "lower",
+    "removed_inverted_acc": "lower",
 }
 
 

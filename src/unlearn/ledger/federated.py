@@ -165,15 +165,12 @@ class FederatedHandler:
 
     # -- requests ----------------------------------------------------------------------
     def check_selector(self, selector: dict) -> None:
-        n, k = len(self.train), self.train.num_classes
+        from .handlers import check_classes, check_sample_range
+
         if "samples" in selector:
-            bad = [i for i in selector["samples"] if not 0 <= i < n]
-            if bad:
-                raise LedgerError(f"sample id {bad[0]} is outside the training set (0..{n - 1})")
+            check_sample_range(selector["samples"], len(self.train))
         elif "class" in selector:
-            bad = [c for c in selector["class"] if not 0 <= c < k]
-            if bad:
-                raise LedgerError(f"class {bad[0]} is not one of the model's {k} classes")
+            check_classes(selector["class"], self.train.num_classes)
         else:
             g = selector["group"]
             if g["by"] != "client":
@@ -199,17 +196,12 @@ class FederatedHandler:
         return request_from_dict({"kind": "samples", "indices": local})
 
     def resolve(self, selector: dict, removed: set[int]) -> list[int]:
+        from .handlers import not_removed
+
         self.check_selector(selector)
         keep = np.array(sorted(set(range(len(self.train))) - removed), dtype=np.int64)
         if "samples" in selector:
-            ids = list(selector["samples"])
-            gone = sorted(set(ids) & removed)
-            if gone:
-                raise LedgerError(
-                    f"sample {gone[0]} was already removed by an earlier request"
-                    + (f" ({len(gone)} of the {len(ids)} were)" if len(gone) > 1 else "")
-                )
-            return ids
+            return not_removed(selector["samples"], removed)
         try:
             local = self._request(selector, []).resolve(
                 self.train.subset(keep), self.train.num_classes

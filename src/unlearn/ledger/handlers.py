@@ -6,10 +6,10 @@ training recipe the oracle retrains with. Sample ids are positions in that
 scenario's training set, and stay so however many requests removed data before.
 
 Classifier scenarios are served here, causal language models fine-tuned by a
-fictitious-facts scenario in :mod:`unlearn.ledger.lm` and federations in
-:mod:`unlearn.ledger.federated`; the other families' models (diffusion, generators,
-vision-language) have their own set-ups in the benchmark runner and are refused with a
-message saying so.
+fictitious-facts scenario in :mod:`unlearn.ledger.lm`, federations in
+:mod:`unlearn.ledger.federated` and identity generators in :mod:`unlearn.ledger.generator`;
+diffusion and vision-language models have their own set-ups in the benchmark runner only
+and are refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -71,6 +71,30 @@ def check_data_digest(registration: dict, digest: str, path: Path) -> str:
             f"(sha256 {digest[:16]}..., registered {registration['data_sha256'][:16]}...)"
         )
     return digest
+
+
+def check_sample_range(ids, n: int) -> None:
+    """Refuse sample ids outside a training set of ``n`` samples."""
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise LedgerError(f"sample id {bad[0]} is outside the training set (0..{n - 1})")
+
+
+def check_classes(classes, k: int) -> None:
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        raise LedgerError(f"class {bad[0]} is not one of the model's {k} classes")
+
+
+def not_removed(ids, removed: set[int]) -> list[int]:
+    """``ids`` as a list, refused when an earlier request removed any of them."""
+    gone = sorted(set(ids) & removed)
+    if gone:
+        raise LedgerError(
+            f"sample {gone[0]} was already removed by an earlier request"
+            + (f" ({len(gone)} of the {len(ids)} were)" if len(gone) > 1 else "")
+        )
+    return list(ids)
 
 
 def _ints(values: Any, what: str) -> list[int]:
@@ -147,15 +171,10 @@ class ClassifierHandler:
     def check_selector(self, selector: dict) -> None:
         """Refuse a selector that cannot name training data of this model, whatever
         other requests remove first (sample ids out of range, unknown classes)."""
-        n, k = len(self.train), self.train.num_classes
         if "samples" in selector:
-            bad = [i for i in selector["samples"] if not 0 <= i < n]
-            if bad:
-                raise LedgerError(f"sample id {bad[0]} is outside the training set (0..{n - 1})")
+            check_sample_range(selector["samples"], len(self.train))
         elif "class" in selector:
-            bad = [c for c in selector["class"] if not 0 <= c < k]
-            if bad:
-                raise LedgerError(f"class {bad[0]} is not one of the model's {k} classes")
+            check_classes(selector["class"], self.train.num_classes)
         elif not callable(getattr(self.train, "group_labels", None)):
             raise LedgerError(
                 f"selector {selector}: this model's training data has no group labels"
@@ -165,17 +184,8 @@ class ClassifierHandler:
         """The training-set positions ``selector`` names, none of them removed before."""
         n = len(self.train)
         if "samples" in selector:
-            ids = selector["samples"]
-            bad = [i for i in ids if not 0 <= i < n]
-            if bad:
-                raise LedgerError(f"sample id {bad[0]} is outside the training set (0..{n - 1})")
-            gone = sorted(set(ids) & removed)
-            if gone:
-                raise LedgerError(
-                    f"sample {gone[0]} was already removed by an earlier request"
-                    + (f" ({len(gone)} of the {len(ids)} were)" if len(gone) > 1 else "")
-                )
-            return list(ids)
+            check_sample_range(selector["samples"], n)
+            return not_removed(selector["samples"], removed)
         keep = np.array(sorted(set(range(n)) - removed), dtype=np.int64)
         sub = self.train.subset(keep)
         if "class" in selector:
@@ -289,7 +299,12 @@ def data_digest(data) -> str:
 
 
 #: the scenario kinds the ledger serves, and the family each registers as
-FAMILIES = {"classifier": "classifier", "llm": "causal_lm", "federated": "federated"}
+FAMILIES = {
+    "classifier": "classifier",
+    "llm": "causal_lm",
+    "federated": "federated",
+    "generator": "generator",
+}
 
 
 def scenario_family(path: str | Path) -> str:
@@ -300,7 +315,8 @@ def scenario_family(path: str | Path) -> str:
     kind = raw.get("kind", "classifier")
     if kind not in FAMILIES:
         raise LedgerError(
-            f"{path}: the ledger serves classifier, federated and fictitious-facts LLM scenarios; "
+            f"{path}: the ledger serves classifier, federated, generator and fictitious-facts "
+            "LLM scenarios; "
             f"this one is kind {kind!r}"
         )
     return FAMILIES[kind]
@@ -318,7 +334,11 @@ def handler_for(registration: dict):
         from .federated import FederatedHandler
 
         return FederatedHandler(registration)
+    if family == "generator":
+        from .generator import GeneratorHandler
+
+        return GeneratorHandler(registration)
     raise LedgerError(
-        f"the ledger processes classifier, causal-LM and federated models; model "
+        f"the ledger processes classifier, causal-LM, federated and generator models; model "
         f"{registration.get('name')!r} is a {family!r} model"
     )

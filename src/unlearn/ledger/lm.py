@@ -180,11 +180,10 @@ class CausalLMHandler:
 
     # -- requests ----------------------------------------------------------------------
     def check_selector(self, selector: dict) -> None:
-        n = len(self.train)
+        from .handlers import check_sample_range
+
         if "samples" in selector:
-            bad = [i for i in selector["samples"] if not 0 <= i < n]
-            if bad:
-                raise LedgerError(f"sample id {bad[0]} is outside the training set (0..{n - 1})")
+            check_sample_range(selector["samples"], len(self.train))
         elif "class" in selector:
             raise LedgerError(
                 "a language model's training data has no classes: name sample ids or "
@@ -205,16 +204,11 @@ class CausalLMHandler:
                 )
 
     def resolve(self, selector: dict, removed: set[int]) -> list[int]:
+        from .handlers import not_removed
+
         self.check_selector(selector)
         if "samples" in selector:
-            ids = list(selector["samples"])
-            gone = sorted(set(ids) & removed)
-            if gone:
-                raise LedgerError(
-                    f"sample {gone[0]} was already removed by an earlier request"
-                    + (f" ({len(gone)} of the {len(ids)} were)" if len(gone) > 1 else "")
-                )
-            return ids
+            return not_removed(selector["samples"], removed)
         people = set(selector["group"]["ids"])
         labels = self.train.groups["person"]
         ids = [i for i in range(len(self.train)) if labels[i] in people and i not in removed]
