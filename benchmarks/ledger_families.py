@@ -70,17 +70,30 @@ GEN_METHOD = (
 )  # fmt: skip
 
 
+def _fresh(work: Path) -> Path:
+    """``work`` as an empty folder (a previous run's removed)."""
+    import shutil
+
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
+
+
+def _processed(led, rid: str) -> dict:
+    """The body of request ``rid``'s ``request_processed`` entry."""
+    return next(
+        json.loads(e["body"]) for e in led.entries()
+        if e["request_id"] == rid and e["kind"] == "request_processed"
+    )  # fmt: skip
+
+
 def federation(out: Path, seed: int) -> dict:
     from unlearn.ledger import Ledger
     from unlearn.ledger.federated import FedSetup, train_fed_checkpoint
     from unlearn.metrics.classification import loss_threshold_auc
 
-    work = out / f"fed-seed{seed}"
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = _fresh(out / f"fed-seed{seed}")
     model_path = work / "fed.safetensors"
     t0 = time.perf_counter()
     acc0 = train_fed_checkpoint(FED_SCENARIO, seed, model_path)
@@ -147,12 +160,7 @@ def language_model(out: Path, seed: int) -> dict:
     from unlearn.ledger import Ledger
     from unlearn.ledger.lm import lm_setup, train_lm_checkpoint
 
-    work = out / f"lm-seed{seed}"
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = _fresh(out / f"lm-seed{seed}")
     model_path = work / "lm.safetensors"
     t0 = time.perf_counter()
     train_lm_checkpoint(LM_SCENARIO, seed, model_path)
@@ -171,10 +179,7 @@ def language_model(out: Path, seed: int) -> dict:
         name, cfg = LM_METHOD
         rid = led.add(f"person-{p}", "lm", {"group": {"by": "person", "ids": [p]}}, name, cfg)
         led.process()
-        body = next(
-            json.loads(e["body"]) for e in led.entries()
-            if e["request_id"] == rid and e["kind"] == "request_processed"
-        )  # fmt: skip
+        body = _processed(led, rid)
         step = {
             "person": p,
             "request": rid,
@@ -199,12 +204,7 @@ def generator(out: Path, seed: int) -> dict:
     from unlearn.ledger import Ledger
     from unlearn.ledger.generator import GenSetup, train_generator_checkpoint
 
-    work = out / f"gen-seed{seed}"
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = _fresh(out / f"gen-seed{seed}")
     model_path = work / "gen.safetensors"
     t0 = time.perf_counter()
     acc0 = train_generator_checkpoint(GEN_SCENARIO, seed, model_path)
@@ -222,10 +222,7 @@ def generator(out: Path, seed: int) -> dict:
         name, cfg = GEN_METHOD
         rid = led.add(f"people-{r}", "gen", {"group": {"by": "identity", "ids": ids}}, name, cfg)
         led.process()
-        body = next(
-            json.loads(e["body"]) for e in led.entries()
-            if e["request_id"] == rid and e["kind"] == "request_processed"
-        )  # fmt: skip
+        body = _processed(led, rid)
         gone += ids
         oracle, info = setup.fit(np.setdiff1d(np.arange(k), gone), seed)
         images = np.flatnonzero(np.isin(y, ids)).tolist()
