@@ -933,10 +933,10 @@ def _full_run_is_cheap(raw: dict) -> bool:
     ):
         return False
     methods = raw.get("methods")
-    names = [m.get("name") if isinstance(m, dict) else m for m in methods or []]
-    return isinstance(methods, list) and all(
-        isinstance(n, str) and n in CHEAP_METHODS for n in names
-    )
+    if not isinstance(methods, list):  # refused by --check (e.g. ``methods: true``)
+        return False
+    names = [m.get("name") if isinstance(m, dict) else m for m in methods]
+    return all(isinstance(n, str) and n in CHEAP_METHODS for n in names)
 
 
 #: Every example runs ``unlearn bench ... --check`` (the same validation as the real
