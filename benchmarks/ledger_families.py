@@ -88,6 +88,19 @@ def _processed(led, rid: str) -> dict:
     )  # fmt: skip
 
 
+def _summary(led, seed: int, train_s: float, steps: list, **extra) -> dict:
+    """One family's run for results.json, with the ledger's final ``verify``."""
+    report = led.verify()
+    return {
+        "seed": seed,
+        **extra,
+        "train_seconds": train_s,
+        "steps": steps,
+        "verify_ok": report.ok,
+        "verify_problems": report.problems,
+    }
+
+
 def federation(out: Path, seed: int) -> dict:
     from unlearn.ledger import Ledger
     from unlearn.ledger.federated import FedSetup, train_fed_checkpoint
@@ -145,15 +158,7 @@ def federation(out: Path, seed: int) -> dict:
             }
         steps.append(step)
         print(f"fed seed {seed}: client {c} left: {step}", flush=True)
-    report = led.verify()
-    return {
-        "seed": seed,
-        "original_test_acc": acc0,
-        "train_seconds": train_s,
-        "steps": steps,
-        "verify_ok": report.ok,
-        "verify_problems": report.problems,
-    }
+    return _summary(led, seed, train_s, steps, original_test_acc=acc0)
 
 
 def language_model(out: Path, seed: int) -> dict:
@@ -190,14 +195,7 @@ def language_model(out: Path, seed: int) -> dict:
         }
         steps.append(step)
         print(f"lm seed {seed}: person {p}: {step}", flush=True)
-    report = led.verify()
-    return {
-        "seed": seed,
-        "train_seconds": train_s,
-        "steps": steps,
-        "verify_ok": report.ok,
-        "verify_problems": report.problems,
-    }
+    return _summary(led, seed, train_s, steps)
 
 
 def generator(out: Path, seed: int) -> dict:
@@ -237,15 +235,7 @@ def generator(out: Path, seed: int) -> dict:
         }
         steps.append(step)
         print(f"gen seed {seed}: request {r}: {step}", flush=True)
-    report = led.verify()
-    return {
-        "seed": seed,
-        "original_test_acc": acc0,
-        "train_seconds": train_s,
-        "steps": steps,
-        "verify_ok": report.ok,
-        "verify_problems": report.problems,
-    }
+    return _summary(led, seed, train_s, steps, original_test_acc=acc0)
 
 
 def _mean_sd(values) -> str:
